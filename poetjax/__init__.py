@@ -1,0 +1,1 @@
+"""poetjax: classical Chinese poetry with JAX and Flax."""

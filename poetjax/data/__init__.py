@@ -1,0 +1,1 @@
+"""The data layer: corpus reading, the TFDS builder and the Grain input pipeline."""
