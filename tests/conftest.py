@@ -1,0 +1,39 @@
+"""Shared fixtures: small slices of the real corpus, written in the upstream layout."""
+
+import json
+import os
+import pathlib
+
+import pytest
+
+from poetjax.data import sources
+
+SHARED = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'chinese-poetry'
+CORPUS_DIR = pathlib.Path(os.environ.get('CHINESE_POETRY_DIR', SHARED))
+SLICE = 200  # records per file: every collection and reader is exercised in about a second
+
+
+@pytest.fixture(scope='session')
+def full_corpus_dir():
+  if not (CORPUS_DIR / '全唐诗').is_dir():
+    pytest.fail(f'chinese-poetry corpus not found at {CORPUS_DIR}: set CHINESE_POETRY_DIR.')
+  return CORPUS_DIR
+
+
+def write_slice(src, dst, per_file=SLICE):
+  """The first file of every collection, cut to `per_file` records, in the upstream layout."""
+  patterns = [c.pattern for c in sources.COLLECTIONS] + [sources.COMPOSITES]
+  for pattern in patterns:
+    for path in sorted(src.glob(pattern))[:1]:
+      data = json.loads(path.read_text(encoding='utf-8'))
+      if isinstance(data, list):
+        data = data[:per_file]
+      out = dst / path.relative_to(src)
+      out.parent.mkdir(parents=True, exist_ok=True)
+      out.write_text(json.dumps(data, ensure_ascii=False), encoding='utf-8')
+  return dst
+
+
+@pytest.fixture(scope='session')
+def corpus_dir(full_corpus_dir, tmp_path_factory):
+  return write_slice(full_corpus_dir, tmp_path_factory.mktemp('chinese-poetry'))
