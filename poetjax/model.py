@@ -1,0 +1,245 @@
+"""A flax.nnx decoder-only transformer: RoPE, RMSNorm pre-norm, SwiGLU, grouped-query attention.
+
+    config = model.config_for('small', vocab_size=tok.vocab_size, dtype='bfloat16')
+    net = model.Transformer(config, rngs=nnx.Rngs(params=0, dropout=1))
+    logits = net(batch['inputs'], batch['positions'], batch['segment_ids'])  # f32 [b, t, vocab]
+
+Packed rows are handled by the inputs, not by the model's state: `positions` restart at 0 in
+each poem (RoPE sees every poem from its start) and attention is causal within a segment.
+
+Every param carries logical axis names (`LOGICAL_AXES`) for the sharding rules. Without a
+mesh the params are plain arrays; under `jax.set_mesh(mesh)` and `nnx.logical_axis_rules(...)`
+they are created already sharded (Flax's eager sharding).
+"""
+
+import dataclasses
+import difflib
+import math
+from typing import Optional
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+
+# Logical axes of the params. The sharding module maps them onto the mesh axes
+# ('data', 'fsdp', 'tensor'); activations are left to XLA's sharding propagation.
+LOGICAL_AXES = ('vocab', 'embed', 'mlp', 'heads', 'kv_heads', 'head_dim')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Sizes and numerics of a Transformer. dtypes are names so the config stays JSON-able."""
+  # The char tokenizer's 13,449 pieces rounded up to a multiple of 128 (whole matmul tiles).
+  vocab_size: int = 13_568
+  d_model: int = 384
+  num_layers: int = 8
+  num_heads: int = 6
+  num_kv_heads: Optional[int] = None  # None = num_heads; fewer = grouped-query attention
+  head_dim: Optional[int] = None  # None = d_model // num_heads
+  mlp_dim: int = 1024
+  dropout: float = 0.0
+  tie_embeddings: bool = True
+  rope_base: float = 10_000.0
+  param_dtype: str = 'float32'
+  dtype: str = 'float32'  # compute dtype: 'bfloat16' on GPU and TPU
+  attention_impl: Optional[str] = None  # jax.nn.dot_product_attention: None, 'xla', 'cudnn'
+  remat: bool = False  # recompute each block in the backward pass to save activation memory
+  norm_eps: float = 1e-6
+
+  def __post_init__(self):
+    # Frozen, so the derived defaults are set through object.__setattr__.
+    if self.num_kv_heads is None:
+      object.__setattr__(self, 'num_kv_heads', self.num_heads)
+    if self.head_dim is None:
+      object.__setattr__(self, 'head_dim', self.d_model // self.num_heads)
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(f'num_heads ({self.num_heads}) must be a multiple of num_kv_heads '
+                       f'({self.num_kv_heads}).')
+    if self.head_dim % 2:
+      raise ValueError(f'head_dim ({self.head_dim}) must be even for RoPE.')
+
+
+PRESETS = {
+    'tiny': ModelConfig(d_model=64, num_layers=2, num_heads=4, num_kv_heads=2, mlp_dim=192),
+    'small': ModelConfig(),  # 19.4M params with the default vocab: trainable on a CPU
+    'base': ModelConfig(d_model=768, num_layers=12, num_heads=12, mlp_dim=2048),  # 95.4M: one GPU
+    'large': ModelConfig(d_model=1024, num_layers=24, num_heads=16, num_kv_heads=8,
+                         mlp_dim=3584),  # 354M, a TPU slice; GQA halves the sampler's KV cache
+}
+
+
+def config_for(preset, **overrides):
+  """PRESETS[preset] with some fields replaced; unknown names fail with close matches."""
+  if preset not in PRESETS:
+    raise ValueError(f'Unknown model preset {preset!r}; use one of {sorted(PRESETS)}.')
+  fields = [f.name for f in dataclasses.fields(ModelConfig)]
+  for name in overrides:
+    if name not in fields:
+      close = difflib.get_close_matches(name, fields, n=3)
+      hint = f' Did you mean {" or ".join(close)}?' if close else ''
+      raise ValueError(f'Unknown model config field {name!r}.{hint}')
+  return dataclasses.replace(PRESETS[preset], **overrides)
+
+
+def _dtypes(config):
+  return dict(dtype=jnp.dtype(config.dtype), param_dtype=jnp.dtype(config.param_dtype))
+
+
+def _partitioned(init, axes):
+  """`init` for a param whose dims are named by `axes` (logical names, None = never sharded)."""
+  # Flax's eager sharding needs a mesh; without one the params only keep their names.
+  return nnx.with_partitioning(init, axes,
+                               eager_sharding=not jax.sharding.get_abstract_mesh().empty)
+
+
+def _dense_init(axes, in_axis, out_axis, scale=1.0):
+  """Truncated-normal fan-in init of a kernel."""
+  init = nnx.initializers.variance_scaling(scale, 'fan_in', 'truncated_normal',
+                                           in_axis=in_axis, out_axis=out_axis)
+  return _partitioned(init, axes)
+
+
+def _rope(positions, head_dim, base):
+  """sin and cos, f32 [b, t, 1, head_dim // 2], shared by every layer."""
+  half = head_dim // 2
+  inv_freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angle = positions.astype(jnp.float32)[..., None] * inv_freq
+  return jnp.sin(angle)[:, :, None], jnp.cos(angle)[:, :, None]
+
+
+def _rotate(x, sin, cos):
+  x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).astype(x.dtype)
+
+
+class Attention(nnx.Module):
+  """Multi-head attention; grouped-query when num_kv_heads < num_heads."""
+
+  def __init__(self, config, *, rngs):
+    c = config
+    kw = dict(**_dtypes(c), rngs=rngs)
+    self.q = nnx.Einsum('bte,ehd->bthd', (c.d_model, c.num_heads, c.head_dim),
+                        kernel_init=_dense_init(('embed', 'heads', 'head_dim'), 0, (1, 2)), **kw)
+    # k and v in one matmul: [embed, 2, kv_heads, head_dim], the 2 never sharded.
+    self.kv = nnx.Einsum('bte,ekhd->btkhd', (c.d_model, 2, c.num_kv_heads, c.head_dim),
+                         kernel_init=_dense_init(('embed', None, 'kv_heads', 'head_dim'),
+                                                 0, (1, 2, 3)), **kw)
+    # Residual-branch outputs start smaller so the stream's variance does not grow with depth.
+    self.o = nnx.Einsum('bthd,hde->bte', (c.num_heads, c.head_dim, c.d_model),
+                        kernel_init=_dense_init(('heads', 'head_dim', 'embed'), (0, 1), 2,
+                                                scale=1 / (2 * c.num_layers)), **kw)
+    self.impl = c.attention_impl
+
+  def __call__(self, x, sin, cos, mask):
+    q = _rotate(self.q(x), sin, cos)
+    kv = self.kv(x)
+    k, v = _rotate(kv[:, :, 0], sin, cos), kv[:, :, 1]
+    out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True,
+                                       implementation=self.impl)
+    return self.o(out)
+
+
+class Mlp(nnx.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x)), gate and up in one matmul."""
+
+  def __init__(self, config, *, rngs):
+    c = config
+    kw = dict(**_dtypes(c), rngs=rngs)
+    self.gate_up = nnx.Einsum('bte,ekm->btkm', (c.d_model, 2, c.mlp_dim),
+                              kernel_init=_dense_init(('embed', None, 'mlp'), 0, (1, 2)), **kw)
+    self.down = nnx.Einsum('btm,me->bte', (c.mlp_dim, c.d_model),
+                           kernel_init=_dense_init(('mlp', 'embed'), 0, 1,
+                                                   scale=1 / (2 * c.num_layers)), **kw)
+
+  def __call__(self, x):
+    h = self.gate_up(x)
+    return self.down(jax.nn.silu(h[:, :, 0]) * h[:, :, 1])
+
+
+def _norm(config, rngs):
+  return nnx.RMSNorm(config.d_model, epsilon=config.norm_eps, **_dtypes(config),
+                     scale_init=_partitioned(nnx.initializers.ones, ('embed',)),
+                     rngs=rngs)
+
+
+class Block(nnx.Module):
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+  def __init__(self, config, *, rngs):
+    self.attn_norm = _norm(config, rngs)
+    self.attn = Attention(config, rngs=rngs)
+    self.mlp_norm = _norm(config, rngs)
+    self.mlp = Mlp(config, rngs=rngs)
+    self.dropout = nnx.Dropout(config.dropout, rngs=rngs)
+
+  def __call__(self, x, sin, cos, mask, deterministic):
+    h = self.attn(self.attn_norm(x), sin, cos, mask)
+    x = x + self.dropout(h, deterministic=deterministic)
+    h = self.mlp(self.mlp_norm(x))
+    return x + self.dropout(h, deterministic=deterministic)
+
+
+def _run_block(block, x, sin, cos, mask, deterministic):
+  return block(x, sin, cos, mask, deterministic)
+
+
+_run_block_remat = nnx.remat(_run_block, static_argnums=5)
+
+
+class Transformer(nnx.Module):
+  """Decoder-only transformer; `__call__` returns float32 logits [batch, length, vocab]."""
+
+  def __init__(self, config, *, rngs):
+    self.config = c = config
+    # Small init keeps the first loss near log(vocab) when the embedding is the output head.
+    self.embed = nnx.Embed(c.vocab_size, c.d_model, **_dtypes(c), rngs=rngs,
+                           embedding_init=_partitioned(nnx.initializers.normal(0.02),
+                                                       ('vocab', 'embed')))
+    self.dropout = nnx.Dropout(c.dropout, rngs=rngs)
+    self.blocks = nnx.List([Block(c, rngs=rngs) for _ in range(c.num_layers)])
+    self.final_norm = _norm(c, rngs)
+    self.head = None if c.tie_embeddings else nnx.Einsum(
+        'bte,ev->btv', (c.d_model, c.vocab_size), **_dtypes(c), rngs=rngs,
+        kernel_init=_partitioned(nnx.initializers.normal(0.02), ('embed', 'vocab')),
+        preferred_element_type=jnp.float32)
+
+  def __call__(self, inputs, positions=None, segment_ids=None, *, deterministic=True):
+    c = self.config
+    if positions is None:
+      positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
+    if segment_ids is None:
+      segment_ids = jnp.ones_like(inputs)
+    sin, cos = _rope(positions, c.head_dim, c.rope_base)
+    # Causal (added by the attention call) AND same segment. Padding (segment 0) attends to
+    # earlier padding and itself, so no row is fully masked and no NaN can appear.
+    mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+    run = _run_block_remat if c.remat else _run_block
+    x = self.dropout(self.embed(inputs), deterministic=deterministic)
+    for block in self.blocks:
+      x = run(block, x, sin, cos, mask, deterministic)
+    x = self.final_norm(x)
+    if self.head is not None:
+      return self.head(x)
+    # Accumulate and return in f32 even under bf16 compute: the loss needs f32 logits.
+    table = self.embed.embedding[...].astype(x.dtype)
+    return jnp.einsum('bte,ve->btv', x, table, preferred_element_type=jnp.float32)
+
+
+def count_params(model):
+  """Number of trainable parameters; works on an `nnx.eval_shape` model too."""
+  return sum(math.prod(p.shape) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def flops_per_token(config, seq_len):
+  """Training FLOPs per token, the PaLM convention (Chowdhery et al. 2022, appendix B).
+
+  6 * N + 12 * num_layers * seq_len * num_heads * head_dim, where N counts the matmul
+  params (attention, MLP and the output head, counted once when tied; the embedding lookup
+  and the norms are not matmuls), 6 = 2 FLOPs per multiply-add times forward plus twice
+  that backward, and the attention term (q.k and p.v) is not halved for the causal mask.
+  """
+  c = config
+  attn = c.d_model * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads)
+  mlp = 3 * c.d_model * c.mlp_dim
+  n = c.num_layers * (attn + mlp) + c.d_model * c.vocab_size
+  return 6 * n + 12 * c.num_layers * seq_len * c.num_heads * c.head_dim
