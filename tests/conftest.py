@@ -4,7 +4,11 @@ import json
 import os
 import pathlib
 
-import pytest
+# Eight simulated CPU devices for the sharded tests; XLA reads this before jax starts.
+os.environ['XLA_FLAGS'] = ' '.join(
+    [os.environ.get('XLA_FLAGS', ''), '--xla_force_host_platform_device_count=8']).strip()
+
+import pytest  # pylint: disable=g-import-not-at-top
 
 from poetjax.data import sources
 
