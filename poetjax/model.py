@@ -21,6 +21,8 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from poetjax import sharding
+
 # Logical axes of the params. The sharding module maps them onto the mesh axes
 # ('data', 'fsdp', 'tensor'); activations are left to XLA's sharding propagation.
 LOGICAL_AXES = ('vocab', 'embed', 'mlp', 'heads', 'kv_heads', 'head_dim')
@@ -179,8 +181,19 @@ class Block(nnx.Module):
     return x + self.dropout(h, deterministic=deterministic)
 
 
+def _split_rows(x):
+  """Keeps the residual stream split by batch rows over the mesh (when there is one).
+
+  Without it XLA follows the FSDP-sharded weights and splits the embed dimension instead,
+  keeping every row on every fsdp device: 3.5x the activation memory on a TPU FSDP mesh.
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  axes = tuple(a for a in sharding.BATCH if not mesh.empty and a in mesh.axis_names)
+  return jax.lax.with_sharding_constraint(x, jax.P(axes)) if axes else x
+
+
 def _run_block(block, x, sin, cos, mask, deterministic):
-  return block(x, sin, cos, mask, deterministic)
+  return _split_rows(block(x, sin, cos, mask, deterministic))
 
 
 _run_block_remat = nnx.remat(_run_block, static_argnums=5)
@@ -214,7 +227,7 @@ class Transformer(nnx.Module):
     # earlier padding and itself, so no row is fully masked and no NaN can appear.
     mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
     run = _run_block_remat if c.remat else _run_block
-    x = self.dropout(self.embed(inputs), deterministic=deterministic)
+    x = _split_rows(self.dropout(self.embed(inputs), deterministic=deterministic))
     for block in self.blocks:
       x = run(block, x, sin, cos, mask, deterministic)
     x = self.final_norm(x)

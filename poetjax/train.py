@@ -140,7 +140,8 @@ class Trainer:
     total_weight = jnp.maximum(batch['weights'].sum(), 1.0)
 
     def objective(params, rest, micro):
-      m = nnx.merge(graphdef, params, rest)
+      # copy: the RNG counts advance inside grad/remat traces, not in the outer one.
+      m = nnx.merge(graphdef, params, rest, copy=True)
       ce, z = token_losses(_forward(m, micro, deterministic=False), micro['targets'])
       w = micro['weights']
       sums = jnp.stack([(ce * w).sum(), (z * w).sum()])
@@ -189,7 +190,8 @@ class Trainer:
       return jax.ShapeDtypeStruct((rows, seq_len), dtype, sharding=self.batch_sharding)
     batch = {k: spec(jnp.int32) for k in ('inputs', 'targets', 'segment_ids', 'positions')}
     batch['weights'] = spec(jnp.float32)
-    return self._train_step.lower(self.abstract_state, batch)
+    with jax.set_mesh(self.mesh):
+      return self._train_step.lower(self.abstract_state, batch)
 
   def place(self, batch):
     """A process-local numpy batch -> global arrays on the mesh (arrays pass through)."""
@@ -208,11 +210,13 @@ class Trainer:
   def step(self, batch):
     batch = self.place(batch)
     self.check_batch(batch['inputs'].shape[0])
-    self.state, metrics = self._train_step(self.state, batch)
+    with jax.set_mesh(self.mesh):  # the model constrains activations to the mesh's batch axes
+      self.state, metrics = self._train_step(self.state, batch)
     return metrics
 
   def evaluate(self, batch, han_counts):
-    return self._eval_step(self.state, self.place(batch), han_counts)
+    with jax.set_mesh(self.mesh):
+      return self._eval_step(self.state, self.place(batch), han_counts)
 
   @property
   def model(self):

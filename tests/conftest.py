@@ -7,6 +7,8 @@ import pathlib
 # Eight simulated CPU devices for the sharded tests; XLA reads this before jax starts.
 os.environ['XLA_FLAGS'] = ' '.join(
     [os.environ.get('XLA_FLAGS', ''), '--xla_force_host_platform_device_count=8']).strip()
+# libtpu is installed (for the AOT compiles): keep tests and their subprocesses off its TPU probe.
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
 import pytest  # pylint: disable=g-import-not-at-top
 

@@ -141,3 +141,15 @@ def test_batch_that_does_not_split_is_an_error():
   trainer = _trainer((4, 2, 1), grad_accum=2)
   with pytest.raises(ValueError, match='multiple of 16'):
     trainer.check_batch(8)
+
+
+def test_remat_and_dropout_train_and_advance_the_rng():
+  mcfg = model.config_for('tiny', vocab_size=VOCAB, remat=True, dropout=0.1)
+  mesh = sharding.make_mesh(sharding.default_config(), jax.devices()[:1])
+  trainer = train.Trainer(mcfg, train.default_config(), mesh)
+  batch = _batch(5)
+  losses = [float(trainer.step(batch)['loss']) for _ in range(2)]
+  assert np.isfinite(losses).all()
+  # Different dropout masks at each step: evaluation (no dropout) differs from training loss.
+  evaluated = trainer.evaluate(batch, np.ones(VOCAB, np.float32))
+  assert float(evaluated['nats'] / evaluated['tokens']) != pytest.approx(losses[1], rel=1e-6)
