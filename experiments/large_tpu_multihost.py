@@ -13,8 +13,8 @@ with gcsfuse at the same path on every worker (see the README's TPU guide). A pr
 saves on SIGTERM; recreate it and rerun the command to resume.
 Hardware: v5litepod-32 (32 x v5e, 16 GiB HBM each). bfloat16 compute; float32 params and
 AdamW state sharded 8 ways over fsdp, batch over data (4) x fsdp (8).
-Projected, not measured: ~40% MFU; the AOT command above checks that the step compiles for
-this topology and fits in HBM on any CPU machine.
+Projected, not measured: ~40% MFU. Measured here (2 CPU cores): the AOT command above compiles
+the step for this 8-host topology in about 5 minutes; it needs 1.48 GiB of 16 GiB HBM per chip.
 """
 
 from poetjax import configs

@@ -28,5 +28,6 @@ def get_config(arg='small'):
   c.loop.log_every = 50
   c.loop.eval_every = 1000
   c.loop.eval_batches = 0
+  c.loop.early_stop_patience = 3
   c.checkpoint.every_steps = 1000
   return c
