@@ -6,6 +6,8 @@ checkpoint), evaluates, saves checkpoints, and prints a few sampled poems at the
 worker of a multi-host TPU VM, run the same command (`gcloud ... ssh --worker=all`).
 """
 
+import glob
+import importlib.util
 import json
 import os
 import pathlib
@@ -13,6 +15,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 from ml_collections import config_flags
 
@@ -22,16 +25,30 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes checkpoint
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
-def _multi_host():
-  """True on a multi-host TPU VM slice or when a jax coordinator is given by environment."""
-  hosts = os.environ.get('TPU_WORKER_HOSTNAMES', '')
-  return ',' in hosts or bool(os.environ.get('JAX_COORDINATOR_ADDRESS'))
+def _on_tpu_vm_or_cluster():
+  """A Cloud TPU VM (its chips are /dev/accel* or /dev/vfio/*) or a coordinator given by env.
+
+  jax.distributed.initialize() then finds the slice's hosts itself (one host works too).
+  """
+  chips = glob.glob('/dev/accel[0-9]*') + glob.glob('/dev/vfio/[0-9]*')
+  return bool(chips) or bool(os.environ.get('JAX_COORDINATOR_ADDRESS'))
+
+
+def _default_platforms():
+  """Off a TPU VM, keeps jax away from libtpu's TPU probe (libtpu is installed for the AOT)."""
+  if os.environ.get('JAX_PLATFORMS') or _on_tpu_vm_or_cluster():
+    return
+  cuda = any(importlib.util.find_spec(p) for p in ('jax_cuda13_plugin', 'jax_cuda12_plugin'))
+  jax.config.update('jax_platforms', 'cuda,cpu' if cuda else 'cpu')
 
 
 def main(argv):
   del argv
   cfg = _CONFIG.value
-  if cfg.distributed is True or (cfg.distributed == 'auto' and _multi_host()):
+  if not flags.FLAGS['verbosity'].present:
+    logging.set_verbosity(logging.WARNING)  # orbax and TFDS log every step at INFO
+  _default_platforms()
+  if cfg.distributed is True or (cfg.distributed == 'auto' and _on_tpu_vm_or_cluster()):
     jax.distributed.initialize()
   # Imported after jax.distributed.initialize(), which must come before any jax computation.
   from poetjax import checkpoint  # pylint: disable=g-import-not-at-top

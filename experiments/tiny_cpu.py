@@ -1,9 +1,12 @@
-"""Tiny CPU experiment, the README's main job: a 6M-param model trained for a few minutes.
+"""Tiny CPU experiment, the README's main job: a 2.6M-param model trained for a few minutes.
 
     python launch.py --config experiments/tiny_cpu.py --workdir runs/tiny
 
-Hardware: 2 CPU cores (a laptop does it faster). Measured here: see the README's quick start
-for the time and the validation bits per Han character against the unigram baseline.
+Hardware: 2 CPU cores. Measured here, on 2 cores with another benchmark busy on one of them:
+building the dataset 74 s (once; reused afterwards), then 600 steps of 16 x 128 tokens
+(1.2M tokens) with two evaluations and the samples in 8 min 14 s (about 2,700 tokens/s; a quiet
+machine is faster). Validation: 10.35 bits per Han character, against 11.83 for the unigram
+baseline the run computes (11.58 with unigram counts over the whole train split).
 """
 
 from poetjax import configs
@@ -12,19 +15,19 @@ from poetjax import configs
 def get_config(arg=None):
   del arg
   c = configs.base('small')
-  c.model.d_model = 192
+  c.model.d_model = 128
   c.model.num_layers = 4
-  c.model.num_heads = 6
-  c.model.num_kv_heads = 6
+  c.model.num_heads = 4
+  c.model.num_kv_heads = 4
   c.model.head_dim = 32
-  c.model.mlp_dim = 512
+  c.model.mlp_dim = 384
   c.data.pipeline.seq_len = 128
   c.data.pipeline.batch_size = 16
-  c.train.steps = 800
+  c.train.steps = 600
   c.train.learning_rate = 3e-3
   c.train.warmup_steps = 50
   c.loop.log_every = 20
-  c.loop.eval_every = 400
+  c.loop.eval_every = 300
   c.loop.eval_batches = 20
-  c.checkpoint.every_steps = 400
+  c.checkpoint.every_steps = 300
   return c

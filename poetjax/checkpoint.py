@@ -18,6 +18,7 @@ keep_best, the one with the lowest val_loss. meta.json records the model the ste
 """
 
 import json
+import os
 import signal
 import threading
 
@@ -76,6 +77,9 @@ class Checkpointer:
 
   def __init__(self, workdir, config):
     self.config = config
+    # orbax wants absolute paths; a relative --workdir is taken from the current directory.
+    workdir = str(workdir)
+    workdir = workdir if '://' in workdir else os.path.abspath(workdir)
     self.directory = epath.Path(workdir) / 'checkpoints'
     preserve = [policies.LatestN(config.keep or None)]
     if config.keep_best:

@@ -30,7 +30,7 @@ def model_config(preset):
 def base(preset='small'):
   c = config_dict.ConfigDict()
   c.seed = 0
-  # 'auto': jax.distributed.initialize() on a multi-host TPU VM or when a coordinator is set.
+  # 'auto': jax.distributed.initialize() on a TPU VM or when JAX_COORDINATOR_ADDRESS is set.
   c.distributed = 'auto'
 
   c.data = config_dict.ConfigDict()
