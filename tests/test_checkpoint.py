@@ -302,3 +302,16 @@ def test_corrupt_checkpoint_names_the_step_dir(tmp_path):
   assert step == 1
   _assert_equal(restored, state)
   ckpt.close()
+
+
+def test_relative_workdir(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  config = checkpoint.default_config()
+  config.async_save = False
+  state = {'w': jnp.arange(4.0)}
+  with checkpoint.Checkpointer('runs/relative', config) as ckpt:
+    assert ckpt.save(1, state, force=True)
+  restored, step, _ = checkpoint.Checkpointer('runs/relative', config).restore(
+      jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state))
+  assert step == 1 and (tmp_path / 'runs/relative/checkpoints/1').is_dir()
+  np.testing.assert_array_equal(restored['w'], state['w'])
