@@ -149,6 +149,33 @@ class Attention(nnx.Module):
                                        implementation=self.impl)
     return self.o(out)
 
+  def extend(self, x, sin, cos, key_mask, cache, index):
+    """Attention of x's t positions over the cache after writing their k, v at `index`.
+
+    cache: (k, v), each [b, kv_heads, max_len, head_dim]: heads before positions, so that the
+    per-step attention reads the cache as it lies (no transpose of the whole cache per token).
+    key_mask: bool [b, t, max_len].
+    """
+    b, t, _ = x.shape
+    q = _rotate(self.q(x), sin, cos)
+    k, v = _unstack(self.kv(x), axis=2)
+    k = _rotate(k, sin, cos)
+    k_cache, v_cache = (
+        jax.lax.dynamic_update_slice_in_dim(c, new.swapaxes(1, 2).astype(c.dtype), index, axis=2)
+        for c, new in zip(cache, (k, v)))
+    kv_heads, head_dim = k_cache.shape[1], k_cache.shape[3]
+    group = q.shape[2] // kv_heads
+    # Query rows ordered (position, head-in-group) under each kv head.
+    q = q.reshape(b, t, kv_heads, group, head_dim).transpose(0, 2, 1, 3, 4)
+    q = q.reshape(b, kv_heads, t * group, head_dim)
+    logits = jnp.einsum('bkqd,bksd->bkqs', q, k_cache.astype(q.dtype),
+                        preferred_element_type=jnp.float32) / math.sqrt(head_dim)
+    mask = jnp.repeat(key_mask, group, axis=1)[:, None]  # [b, 1, t * group, max_len]
+    probs = jax.nn.softmax(jnp.where(mask, logits, -jnp.inf), axis=-1).astype(q.dtype)
+    out = jnp.einsum('bkqs,bksd->bkqd', probs, v_cache.astype(q.dtype))
+    out = out.reshape(b, kv_heads, t, group, head_dim).transpose(0, 2, 1, 3, 4)
+    return self.o(out.reshape(b, t, kv_heads * group, head_dim)), (k_cache, v_cache)
+
 
 class Mlp(nnx.Module):
   """SwiGLU: down(silu(gate(x)) * up(x)), gate and up in one matmul."""
@@ -188,6 +215,11 @@ class Block(nnx.Module):
     x = x + self.dropout(h, deterministic=deterministic)
     h = self.mlp(self.mlp_norm(x))
     return x + self.dropout(h, deterministic=deterministic)
+
+  def extend(self, x, sin, cos, key_mask, cache, index):
+    h, cache = self.attn.extend(self.attn_norm(x), sin, cos, key_mask, cache, index)
+    x = x + h
+    return x + self.mlp(self.mlp_norm(x)), cache
 
 
 def _split_rows(x):
@@ -239,12 +271,37 @@ class Transformer(nnx.Module):
     x = _split_rows(self.dropout(self.embed(inputs), deterministic=deterministic))
     for block in self.blocks:
       x = run(block, x, sin, cos, mask, deterministic)
+    return self._logits(x)
+
+  def _logits(self, x):
     x = self.final_norm(x)
     if self.head is not None:
       return self.head(x)
     # Accumulate and return in f32 even under bf16 compute: the loss needs f32 logits.
     table = self.embed.embedding[...].astype(x.dtype)
     return jnp.einsum('bte,ve->btv', x, table, preferred_element_type=jnp.float32)
+
+  def init_cache(self, batch, max_len, dtype=None):
+    """An empty KV cache: per block (k, v), each [batch, kv_heads, max_len, head_dim]."""
+    c = self.config
+    shape = (batch, c.num_kv_heads, max_len, c.head_dim)
+    dtype = dtype or c.dtype
+    return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(c.num_layers)]
+
+  def extend(self, inputs, positions, key_mask, cache, index):
+    """Runs t new tokens per row against the cache (prefill: t = prompt; decode: t = 1).
+
+    inputs, positions: int [b, t]; their k, v are written at cache positions index..index+t-1.
+    key_mask: bool [b, t, max_len], which cache positions each new token attends to (the
+    caller's: it knows each row's padding). Returns f32 logits [b, t, vocab] and the cache.
+    """
+    sin, cos = _rope(positions, self.config.head_dim, self.config.rope_base)
+    x = self.embed(inputs)
+    new_cache = []
+    for block, layer_cache in zip(self.blocks, cache):
+      x, layer_cache = block.extend(x, sin, cos, key_mask, layer_cache, index)
+      new_cache.append(layer_cache)
+    return self._logits(x), new_cache
 
 
 def count_params(model):

@@ -1,61 +1,354 @@
-"""A plain sampler: temperature and top-k sampling, the whole sequence recomputed at each step.
+"""Jitted sampling with a KV cache: prefill in one call, then the whole decode loop in jit.
 
-    poems = sampler.sample(model, tok, ['<form:七言绝句>', '<dynasty:宋><tune:浣溪沙>'], seed=0)
+    out = sampler.generate(model, [[bos, *ids], ...], max_new_tokens=64, temperature=0.8,
+                           top_p=0.9, seed=0, stop_ids=[eos], pad_id=pad)
+    out.tokens  # int [n, max_new_tokens]: the new tokens, pad after a stop token
 
-Enough to see what a model writes at the end of training. It is one jitted loop over a fixed
-[n, max_len] buffer; each row keeps its prompt and samples after it until eos.
+    poems = sampler.sample(model, tok, ['<form:七言绝句>'], seed=0)   # text in, text out
+
+Prompts of different lengths are left-padded to one bucket: each row's RoPE positions start at
+its own first token and its padding is masked out of attention, so a row samples as it would
+alone. Decoding is one `lax.while_loop` over a preallocated cache ([b, max_len, kv_heads,
+head_dim] per layer), stopping early once every row has stopped. Logits go through, in order:
+repetition penalty (CTRL's: a seen token's logit divided by the penalty if positive, multiplied
+if not), the form constraints (poetjax/constraints.py), temperature, top-k, top-p; then argmax
+(temperature 0) or a draw with the key `fold_in(key(seed + row), step)`, so a seed gives the same
+poems on every run, and a row the same poem whatever else is in its batch. Beam search is `beam_search`.
 """
 
+import dataclasses
 import functools
+from typing import Any, NamedTuple, Optional
 
 from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-@functools.partial(nnx.jit, static_argnames=('top_k',))
-def _generate(model, tokens, prompt_lens, allowed, key, temperature, eos_id, pad_id, top_k):
-  n, max_len = tokens.shape
-  positions = jnp.broadcast_to(jnp.arange(max_len), tokens.shape)
-
-  def step(t, carry):
-    tokens, done, key = carry
-    logits = model(tokens, positions)[:, t - 1].astype(jnp.float32) / temperature
-    logits = jnp.where(allowed, logits, -jnp.inf)
-    if top_k:
-      kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
-      logits = jnp.where(logits < kth, -jnp.inf, logits)
-    key, sub = jax.random.split(key)
-    sampled = jax.random.categorical(sub, logits)
-    in_prompt = t < prompt_lens
-    token = jnp.where(in_prompt, tokens[:, t], jnp.where(done, pad_id, sampled))
-    done = done | (~in_prompt & (token == eos_id))
-    return tokens.at[:, t].set(token), done, key
-
-  tokens, _, _ = jax.lax.fori_loop(1, max_len, step, (tokens, jnp.zeros(n, bool), key))
-  return tokens
+PROMPT_BUCKET = 8  # prompt lengths are padded up to a multiple of this: fewer compiles
 
 
-def sample(model, tokenizer, prompts, *, max_len=64, temperature=0.8, top_k=40, seed=0):
+@dataclasses.dataclass
+class Output:
+  tokens: np.ndarray  # int32 [n, max_new_tokens], pad_id after the stop token
+  lengths: np.ndarray  # new tokens per row, the stop token included
+  logprobs: np.ndarray  # float32 [n]: the model's summed log-probability of the new tokens
+  stuck: np.ndarray  # bool [n]: the constraints admitted no token (see constraints.explain)
+  constraint_state: Optional[dict] = None  # the constraints' final state, per row
+
+
+def _key_mask(pad, first, count, max_len):
+  """bool [b, count, max_len]: new tokens at first.. attend to cache slots pad..themselves."""
+  slots = jnp.arange(max_len)
+  query = first + jnp.arange(count)
+  mask = (slots[None, None, :] <= query[None, :, None]) & (slots[None, None, :] >= pad[:, None, None])
+  return mask | (slots == query[:, None])[None]  # a padding slot sees itself: no empty rows
+
+
+def _prefill(model, tokens, pad, max_len, cache_dtype):
+  n, length = tokens.shape
+  cache = model.init_cache(n, max_len, cache_dtype)
+  positions = jnp.maximum(jnp.arange(length)[None, :] - pad[:, None], 0)
+  logits, cache = model.extend(tokens, positions, _key_mask(pad, 0, length, max_len), cache, 0)
+  return logits[:, -1], cache
+
+
+def _decode_step(model, token, pad, index, cache, max_len):
+  """One new token per row at cache slot `index` -> next logits [n, vocab]."""
+  logits, cache = model.extend(token[:, None], (index - pad)[:, None],
+                               _key_mask(pad, index, 1, max_len), cache, index)
+  return logits[:, 0], cache
+
+
+def filter_logits(logits, *, temperature, top_k, top_p, use_top_p=True):
+  """Temperature, then keep the top_k largest (0 = all), then the smallest set of mass top_p."""
+  logits = logits / jnp.maximum(temperature, 1e-6)
+  if top_k:
+    count = lambda kth: (logits >= kth[:, None]).sum(-1)
+    logits = jnp.where(logits >= _largest_threshold(logits, count, top_k)[:, None], logits,
+                       -jnp.inf)
+  if use_top_p:
+    probs = jax.nn.softmax(logits, axis=-1)
+    mass = lambda least: jnp.where(probs >= least[:, None], probs, 0.0).sum(-1)
+    logits = jnp.where(probs >= _largest_threshold(probs, mass, top_p)[:, None], logits,
+                       -jnp.inf)
+  return logits
+
+
+def _largest_threshold(values, measure, target, iterations=40):
+  """Per row, the largest t with measure(t) >= target, measure falling as t rises.
+
+  A bisection instead of a sort or lax.top_k over the vocabulary: 40 compare-and-sum passes
+  over [rows, vocab] cost a fraction of either on a CPU, and keep exactly the same tokens
+  (the k largest, or the most probable ones whose mass first reaches top_p; ties stay together).
+  The answer is always one of the values, so no token is cut by rounding.
+  """
+  finite = jnp.isfinite(values)
+  low = jnp.where(finite, values, jnp.inf).min(-1)  # measure(low) is everything: >= target
+  high = jnp.where(finite, values, -jnp.inf).max(-1)
+
+  def bisect(_, bounds):
+    low, high = bounds
+    mid = (low + high) / 2
+    ok = measure(mid) >= target
+    return jnp.where(ok, mid, low), jnp.where(ok, high, mid)
+
+  low, _ = jax.lax.fori_loop(0, iterations, bisect, (low, high))
+  ok_high = measure(high) >= target
+  # Snap to the smallest value at or above the bound: a real logit, not a midpoint.
+  snapped = jnp.where(values >= low[:, None], values, jnp.inf).min(-1)
+  return jnp.where(ok_high, high, jnp.where(measure(snapped) >= target, snapped, low))
+
+
+def draw(keys, logits):
+  """One token per row by inverse CDF: a single uniform per row, not a Gumbel per token."""
+  probs = jax.nn.softmax(logits, axis=-1)
+  cdf = jnp.cumsum(probs, axis=-1)
+  u = jax.vmap(jax.random.uniform)(keys) * cdf[:, -1]
+  token = (cdf <= u[:, None]).sum(-1)
+  # Never land on a zero-probability id through rounding at the top end.
+  return jnp.where(jnp.take_along_axis(probs, jnp.minimum(token, probs.shape[-1] - 1)[:, None],
+                                       -1)[:, 0] > 0, token, jnp.argmax(logits, -1))
+
+
+def penalize_repeats(logits, seen, penalty):
+  return jnp.where(seen, jnp.where(logits > 0, logits / penalty, logits * penalty), logits)
+
+
+@functools.partial(jax.jit, static_argnames=('graphdef', 'max_new', 'top_k', 'greedy',
+                                             'use_top_p', 'constrain', 'cache_dtype'))
+def _generate(graphdef, state, tokens, pad, key, temperature, top_p, repetition_penalty,
+              banned, stop_ids, pad_id, tables, plan, cstate, *, max_new, top_k, greedy,
+              use_top_p, constrain, cache_dtype):
+  model = nnx.merge(graphdef, state)
+  n, length = tokens.shape
+  max_len = length + max_new
+  rows = jnp.arange(n)
+  last, cache = _prefill(model, tokens, pad, max_len, cache_dtype)
+  vocab = last.shape[-1]
+  in_prompt = jnp.arange(length)[None, :] >= pad[:, None]
+  seen = jnp.zeros((n, vocab), bool).at[rows[:, None], tokens].max(in_prompt)
+
+  def cond(carry):
+    t, done = carry[0], carry[5]
+    return (t < max_new) & ~done.all()
+
+  def body(carry):
+    t, last, cache, seen, out, done, stuck, logprob, cstate = carry
+    logits = jnp.where(banned, -jnp.inf, last)
+    logits = penalize_repeats(logits, seen, repetition_penalty)
+    if constrain is not None:
+      bias = constrain.bias(tables, plan, cstate)
+      logits = logits + bias
+      newly_stuck = ~done & ~jnp.isfinite(logits).any(-1)
+      stuck, done = stuck | newly_stuck, done | newly_stuck
+    if greedy:
+      token = jnp.argmax(logits, axis=-1)
+    else:
+      filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                               use_top_p=use_top_p)
+      token = draw(jax.vmap(jax.random.fold_in, (0, None))(key, t), filtered)  # a stream per row
+    token = jnp.where(done, pad_id, token).astype(jnp.int32)
+    logprob = logprob + jnp.where(done, 0.0, jax.nn.log_softmax(last)[rows, token])
+    if constrain is not None:
+      cstate = constrain.advance(tables, plan, cstate, token, done)
+    out = out.at[:, t].set(token)
+    seen = seen.at[rows, token].set(True)
+    done = done | jnp.isin(token, stop_ids)
+    last, cache = _decode_step(model, token, pad, length + t, cache, max_len)
+    return t + 1, last, cache, seen, out, done, stuck, logprob, cstate
+
+  out = jnp.full((n, max_new), pad_id, jnp.int32)
+  carry = (0, last, cache, seen, out, jnp.zeros(n, bool), jnp.zeros(n, bool),
+           jnp.zeros(n, jnp.float32), cstate)
+  _, _, _, _, out, _, stuck, logprob, cstate = jax.lax.while_loop(cond, body, carry)
+  return out, logprob, stuck, cstate
+
+
+class Prepared(NamedTuple):
+  graphdef: Any
+  state: Any
+  config: Any
+
+
+def prepare(model, dtype=None):
+  """(graphdef, state, config) of a model, for repeated calls: nnx.split walks the whole module
+  graph, which costs more than decoding a short poem. dtype (e.g. 'bfloat16'): the model
+  rebuilt to compute and keep its params in that dtype, halving the bytes a decode step reads.
+  Pass the result wherever a model is taken.
+  """
+  config = model.config
+  graphdef, state = nnx.split(model)
+  if dtype is not None and jnp.dtype(dtype) != jnp.dtype(config.dtype):
+    config = dataclasses.replace(config, dtype=jnp.dtype(dtype).name,
+                                 param_dtype=jnp.dtype(dtype).name)
+    graphdef = nnx.graphdef(nnx.eval_shape(lambda: type(model)(config, rngs=nnx.Rngs(0))))
+    state = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
+                         else x, state)
+  return Prepared(graphdef, state, config)
+
+
+def _unpack(model):
+  """(graphdef, state, config) of a model or of prepare's result."""
+  if isinstance(model, Prepared):
+    return model
+  graphdef, state = nnx.split(model)
+  return Prepared(graphdef, state, model.config)
+
+
+def pad_prompts(prompts, pad_id, bucket=PROMPT_BUCKET):
+  """Left-pads id lists to one length (a multiple of bucket) -> (tokens [n, P], pad [n])."""
+  if not prompts or any(len(p) == 0 for p in prompts):
+    raise ValueError('Every prompt needs at least one token (the bos id).')
+  length = -(-max(len(p) for p in prompts) // bucket) * bucket
+  tokens = np.full((len(prompts), length), pad_id, np.int32)
+  for row, ids in zip(tokens, prompts):
+    row[length - len(ids):] = ids
+  return tokens, np.asarray([length - len(p) for p in prompts], np.int32)
+
+
+def _per_row_seeds(seed, rows):
+  if np.ndim(seed) == 0:
+    return [int(seed) + r for r in range(rows)]
+  if len(seed) != rows:
+    raise ValueError(f'{len(seed)} seeds for {rows} prompts; give one seed or one per prompt.')
+  return [int(s) for s in seed]
+
+
+def generate(model, prompts, *, max_new_tokens=64, temperature=1.0, top_k=0, top_p=1.0,
+             repetition_penalty=1.0, seed=0, stop_ids=(), pad_id=0, banned_ids=(),
+             constraint=None, cache_dtype=None):
+  """Samples up to max_new_tokens after each prompt (a list of token ids per row).
+
+  temperature 0 is greedy. seed: an int (row r draws from seed + r) or one per row, so a row
+  samples the same tokens whatever else is in the batch. constraint: a constraints.Constraint built for these rows (form,
+  tones, rhyme, acrostic) or None. The model may be sharded: its arrays keep their placement.
+  """
+  if max_new_tokens < 1:
+    raise ValueError(f'max_new_tokens must be at least 1, not {max_new_tokens}.')
+  if not 0 < top_p <= 1:
+    raise ValueError(f'top_p must be in (0, 1], not {top_p}.')
+  if repetition_penalty <= 0:
+    raise ValueError(f'repetition_penalty must be positive, not {repetition_penalty}.')
+  graphdef, state, config = _unpack(model)
+  vocab = config.vocab_size
+  bad = sorted({i for p in prompts for i in p if not 0 <= i < vocab})
+  if bad:
+    raise ValueError(f'Prompt token ids {bad[:10]} are outside the model vocabulary (0..{vocab - 1}).')
+  tokens, pad = pad_prompts(prompts, pad_id)
+  seeds = np.asarray(_per_row_seeds(seed, len(prompts)), np.uint32)
+  banned = np.zeros(vocab, bool)
+  banned[list(banned_ids)] = True
+  if constraint is None:
+    tables = plan = cstate = None
+    rule = None
+  else:
+    rule, tables, plan, cstate = constraint.rule, constraint.tables, constraint.plan, constraint.state
+  out, logprob, stuck, cstate = _generate(
+      graphdef, state, jnp.asarray(tokens), jnp.asarray(pad), jax.vmap(jax.random.key)(seeds),
+      jnp.float32(temperature), jnp.float32(top_p), jnp.float32(repetition_penalty),
+      jnp.asarray(banned), jnp.asarray(list(stop_ids) or [-1], jnp.int32), jnp.int32(pad_id),
+      tables, plan, cstate, max_new=int(max_new_tokens), top_k=int(top_k),
+      greedy=temperature == 0, use_top_p=top_p < 1, constrain=rule, cache_dtype=cache_dtype)
+  out = np.asarray(out)
+  stops = np.isin(out, list(stop_ids)) if stop_ids else np.zeros_like(out, bool)
+  lengths = np.where(stops.any(1), stops.argmax(1) + 1, max_new_tokens)
+  return Output(out, lengths, np.asarray(logprob), np.asarray(stuck),
+                None if cstate is None else jax.tree.map(np.asarray, cstate))
+
+
+def banned_ids(tokenizer, vocab_size):
+  """Ids a poem may contain: not pad/bos/unk, not control pieces, not the vocab's round-up."""
+  banned = [tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id]
+  banned += [i for i in range(tokenizer.vocab_size) if tokenizer.sp.is_control(i)
+             and i != tokenizer.eos_id]
+  banned += list(range(tokenizer.vocab_size, vocab_size))
+  return sorted({i for i in banned if i >= 0})
+
+
+def sample(model, tokenizer, prompts, *, max_len=64, temperature=0.8, top_k=40, top_p=1.0,
+           seed=0):
   """One poem per prompt (control pieces and/or opening text); returns the generated text."""
   encoded = [[tokenizer.bos_id, *tokenizer.encode(p)] for p in prompts]
-  longest = max(len(e) for e in encoded)
-  if longest >= max_len:
-    raise ValueError(f'A prompt takes {longest} tokens, not less than max_len={max_len}.')
-  tokens = np.full((len(prompts), max_len), tokenizer.pad_id, np.int32)
-  for row, ids in zip(tokens, encoded):
-    row[:len(ids)] = ids
-  # Never pad, bos, unk, or the ids past the tokenizer that round the model's vocab up.
-  allowed = np.arange(model.config.vocab_size) < tokenizer.vocab_size
-  allowed[[tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id]] = False
-  out = _generate(model, jnp.asarray(tokens), jnp.asarray([len(e) for e in encoded]),
-                  jnp.asarray(allowed),
-                  jax.random.key(seed), jnp.float32(temperature), tokenizer.eos_id,
-                  tokenizer.pad_id, top_k)
-  poems = []
-  for ids, prompt in zip(np.asarray(out).tolist(), encoded):
-    ids = ids[len(prompt):]
-    poems.append(tokenizer.decode(ids[:ids.index(tokenizer.eos_id)] if tokenizer.eos_id in ids
-                                  else ids))
-  return poems
+  out = generate(model, encoded, max_new_tokens=max_len, temperature=temperature, top_k=top_k,
+                 top_p=top_p, seed=seed, stop_ids=[tokenizer.eos_id], pad_id=tokenizer.pad_id,
+                 banned_ids=[i for i in banned_ids(tokenizer, _unpack(model).config.vocab_size)
+                             if i != tokenizer.eos_id])
+  return [tokenizer.decode([i for i in row[:n] if i != tokenizer.eos_id])
+          for row, n in zip(out.tokens.tolist(), out.lengths)]
+
+
+@functools.partial(jax.jit, static_argnames=('graphdef', 'max_new', 'beams', 'constrain',
+                                             'cache_dtype'))
+def _beam_search(graphdef, state, tokens, pad, banned, stop_ids, pad_id, tables, plan, cstate,
+                 *, max_new, beams, constrain, cache_dtype):
+  model = nnx.merge(graphdef, state)
+  n, length = tokens.shape
+  rows = n * beams
+  max_len = length + max_new
+  last, cache = _prefill(model, tokens, pad, max_len, cache_dtype)
+  repeat = lambda x: jnp.repeat(x, beams, axis=0)
+  last, cache, pad = repeat(last), jax.tree.map(repeat, cache), repeat(pad)
+  vocab = last.shape[-1]
+  is_pad = jnp.arange(vocab) == pad_id
+
+  def body(t, carry):
+    last, cache, scores, out, done, cstate = carry
+    logp = jax.nn.log_softmax(jnp.where(banned, -jnp.inf, last))
+    if constrain is not None:
+      logp = logp + constrain.bias(tables, plan, cstate)
+    # A finished beam only extends with pad, at no cost, so its score stays put.
+    logp = jnp.where(done[:, None], jnp.where(is_pad, 0.0, -jnp.inf), logp)
+    total = (scores.reshape(rows, 1) + logp).reshape(n, beams * vocab)
+    scores, flat = jax.lax.top_k(total, beams)  # [n, beams]
+    parent = (flat // vocab + jnp.arange(n)[:, None] * beams).reshape(rows)
+    token = (flat % vocab).reshape(rows).astype(jnp.int32)
+    pick = lambda x: x[parent]
+    cache, out, done, cstate = jax.tree.map(pick, (cache, out, done, cstate))
+    if constrain is not None:
+      cstate = constrain.advance(tables, plan, cstate, token, done)
+    out = out.at[:, t].set(jnp.where(done, pad_id, token))
+    done = done | jnp.isin(token, stop_ids)
+    last, cache = _decode_step(model, token, pad, length + t, cache, max_len)
+    return last, cache, scores, out, done, cstate
+
+  # Every beam starts as the same prompt: only the first may expand at step 0.
+  scores = jnp.tile(jnp.where(jnp.arange(beams) == 0, 0.0, -jnp.inf), (n, 1))
+  out = jnp.full((rows, max_new), pad_id, jnp.int32)
+  carry = (last, cache, scores, out, jnp.zeros(rows, bool), cstate)
+  _, _, scores, out, _, cstate = jax.lax.fori_loop(0, max_new, body, carry)
+  best = jnp.argmax(scores, axis=-1) + jnp.arange(n) * beams
+  return out[best], scores.max(-1), jax.tree.map(lambda x: x[best], cstate)
+
+
+def beam_search(model, prompts, *, num_beams=4, max_new_tokens=64, stop_ids=(), pad_id=0,
+                banned_ids=(), constraint=None, cache_dtype=None):
+  """The highest log-probability continuation per prompt found by a beam of num_beams.
+
+  Works with constraints (each beam keeps its own state); `Output.logprobs` is the beam's
+  score: the model's log-probability plus any soft tone penalties.
+  """
+  if num_beams < 1:
+    raise ValueError(f'num_beams must be at least 1, not {num_beams}.')
+  tokens, pad = pad_prompts(prompts, pad_id)
+  graphdef, state, config = _unpack(model)
+  vocab = config.vocab_size
+  banned = np.zeros(vocab, bool)
+  banned[list(banned_ids)] = True
+  rule = tables = plan = cstate = None
+  if constraint is not None:
+    rule, tables = constraint.rule, constraint.tables
+    plan = dict(constraint.plan, **{k: jnp.repeat(constraint.plan[k], num_beams, 0)
+                                    for k in ('forced', 'tone', 'rhyme')})
+    cstate = jax.tree.map(lambda x: jnp.repeat(x, num_beams, 0), constraint.state)
+  out, scores, cstate = _beam_search(
+      graphdef, state, jnp.asarray(tokens), jnp.asarray(pad), jnp.asarray(banned),
+      jnp.asarray(list(stop_ids) or [-1], jnp.int32), jnp.int32(pad_id), tables, plan, cstate,
+      max_new=int(max_new_tokens), beams=int(num_beams), constrain=rule,
+      cache_dtype=cache_dtype)
+  out = np.asarray(out)
+  stops = np.isin(out, list(stop_ids)) if stop_ids else np.zeros_like(out, bool)
+  lengths = np.where(stops.any(1), stops.argmax(1) + 1, max_new_tokens)
+  scores = np.asarray(scores)
+  return Output(out, lengths, scores, ~np.isfinite(scores),
+                None if cstate is None else jax.tree.map(np.asarray, cstate))

@@ -16,6 +16,9 @@ from poetjax.data import sources
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / 'shared' / 'chinese-poetry'
 CORPUS_DIR = pathlib.Path(os.environ.get('CHINESE_POETRY_DIR', SHARED))
+# Rhyme and tone tables used as oracles (平水韵, 词林正韵): beside the corpus unless set.
+RHYME_DIR = pathlib.Path(
+    os.environ.get('CHINESE_WORD_RHYME_DIR', CORPUS_DIR.parent / 'chinese-word-rhyme'))
 SLICE = 200  # records per file: every collection and reader is exercised in about a second
 
 
@@ -24,6 +27,14 @@ def full_corpus_dir():
   if not (CORPUS_DIR / '全唐诗').is_dir():
     pytest.fail(f'chinese-poetry corpus not found at {CORPUS_DIR}: set CHINESE_POETRY_DIR.')
   return CORPUS_DIR
+
+
+@pytest.fixture(scope='session')
+def rhyme_dir():
+  if not (RHYME_DIR / 'Pingshui_Rhyme.json').is_file():
+    pytest.skip(f'chinese-word-rhyme tables not found at {RHYME_DIR}: set CHINESE_WORD_RHYME_DIR '
+                'to a checkout of the chinese-word-rhyme tables to run the cross-checks.')
+  return RHYME_DIR
 
 
 def write_slice(src, dst, per_file=SLICE):
