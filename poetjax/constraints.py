@@ -5,10 +5,11 @@
                           acrostic='春夏秋冬')
     out = sampler.generate(model, prompts, constraint=c, ...)
 
-The state per row is (line, position in the line, rhyme class). At each step the mask admits
+The state per row is (line, position in the line, the rhyme class of each rhyme set). At each step the mask admits
 only: Han tokens that fit the rest of the line (a subword piece of k characters needs k free
 positions), with the 平仄 each position asks for (hard, or a `tone_weight` penalty), the
-rhyme class at a rhyming line end (fixed by the first rhyming line unless `rhyme` names one),
+rhyme class of the line's rhyme set at its end (fixed by the set's first line unless `rhyme`
+names one for the main set),
 the forced characters (acrostic heads, a given first line); the line's punctuation once the
 line is full; eos after the last line. A forced character overrides the tone rule at its
 position: the user asked for it. A character missing from the tone tables only fills '*'
@@ -32,19 +33,20 @@ TONE_CODE = {'*': 0, 'P': prosody_lib.PING, 'Z': prosody_lib.ZE}
 
 
 def rhyme_classes(prosody, system, tone):
-  """Names of the rhyme classes of `tone`: 平水韵 groups, or 词林正韵 部 ('cilin')."""
-  groups = [g for g in prosody.group_names if prosody.group_tone(g) == tone]
+  """Rhyme class names: 平水韵 groups of `tone` (shi), or 词林正韵 部 of any tone ('cilin':
+  a 词牌's tones are in its template, and some tunes rhyme 平 with 仄 of one 部)."""
   if system == 'pingshui':
-    return tuple(groups)
+    return tuple(g for g in prosody.group_names if prosody.group_tone(g) == tone)
   if system == 'cilin':
-    return tuple(dict.fromkeys(prosody.cilin(g) for g in groups))
+    return tuple(dict.fromkeys(b for g in prosody.group_names for b in prosody.cilin_all(g)))
   raise ValueError(f"Unknown rhyme system {system!r}; use 'pingshui' or 'cilin'.")
 
 
 def _char_classes(prosody, char, system, tone, index):
-  groups = [g for g in prosody.groups(char) if prosody.group_tone(g) == tone]
-  names = groups if system == 'pingshui' else [prosody.cilin(g) for g in groups]
-  return [index[n] for n in names]
+  if system == 'cilin':
+    return [index[b] for b in prosody.bu(char) if b in index]
+  return [index[g] for g in prosody.ping_groups(char) if g in index] if tone == prosody_lib.PING \
+      else [index[g] for g in prosody.groups(char) if g in index]
 
 
 @functools.lru_cache(maxsize=8)
@@ -121,8 +123,9 @@ def build(tokenizer, template, rows, *, vocab_size, tones='strict', tone_weight=
       'num_lines': np.int32(num_lines),
       'length': np.asarray([line.length for line in lines], np.int32),
       'tone': np.zeros((rows, num_lines, width + MAX_PIECE), np.int32),
-      'rhyme': np.asarray([[line.rhyme and rhyme != 'off' for line in t.lines]
-                           for t in per_row]),
+      # Per line its rhyme set (0 none): lines of one set rhyme together; 菩萨蛮 has four.
+      'rhyme': np.asarray([[0 if rhyme == 'off' else line.rhyme_set or int(line.rhyme)
+                            for line in t.lines] for t in per_row], np.int32),
       'end': np.asarray([_piece_id(tokenizer, line.end, 'the line end') for line in lines],
                         np.int32),
       'eos': np.int32(tokenizer.eos_id),
@@ -161,8 +164,10 @@ def build(tokenizer, template, rows, *, vocab_size, tones='strict', tone_weight=
       raise ValueError(f'Unknown rhyme class {rhyme!r} for {template.name}; '
                        f'close: {close or classes[:10]}.')
     group = classes.index(rhyme)
-  state = {'line': np.zeros(rows, np.int32), 'pos': np.zeros(rows, np.int32),
-           'group': np.full(rows, group, np.int32)}
+  sets = max(1, int(plan['rhyme'].max()))
+  groups = np.full((rows, sets), -1, np.int32)
+  groups[:, 0] = group  # a chosen rhyme applies to the first (main) set
+  state = {'line': np.zeros(rows, np.int32), 'pos': np.zeros(rows, np.int32), 'group': groups}
   return Constraint(RULE, jax.tree.map(jnp.asarray, tables), jax.tree.map(jnp.asarray, plan),
                     jax.tree.map(jnp.asarray, state), classes)
 
@@ -188,6 +193,13 @@ class _Rule:
     forced = plan['forced'][rows, line[:, None], cols]
     return line, tone, forced
 
+  @staticmethod
+  def _rhyme_here(plan, state, line):
+    """The current line's rhyme set (0: none) and that set's class so far (-1: not yet)."""
+    rhyme_set = plan['rhyme'][jnp.arange(line.shape[0]), line]
+    group = jnp.take_along_axis(state['group'], jnp.maximum(rhyme_set - 1, 0)[:, None], 1)[:, 0]
+    return rhyme_set, group
+
   def allowed(self, tables, plan, state):
     """bool [n, vocab] (hard rules) and bool [n, vocab] (a tone is wrong)."""
     line, tone, forced = self._here(tables, plan, state)
@@ -204,13 +216,12 @@ class _Rule:
     tone_ok = (tone[:, None, :] == 0) | ((tables['tones'][None] & tone[:, None, :]) != 0)
     tone_ok = jnp.all(tone_ok | (forced[:, None, :] != 0) | ~covers, -1)
     ends = (state['pos'][:, None] + piece) == length[:, None]
-    group = state['group']
+    rhyme_set, group = self._rhyme_here(plan, state, line)
     in_group = jnp.take(tables['rhymes'], jnp.maximum(group, 0), axis=1).T  # [n, V]
     rhymes = jnp.where(group[:, None] >= 0, in_group, tables['rhymes'].any(-1)[None])
     width = forced.shape[1]
     forced_end = jnp.take_along_axis(forced, jnp.clip(remaining - 1, 0, width - 1)[:, None], 1)
-    rhyme_here = plan['rhyme'][jnp.arange(line.shape[0]), line]
-    rhyme_ok = ~(ends & rhyme_here[:, None]) | rhymes | (forced_end != 0)
+    rhyme_ok = ~(ends & (rhyme_set > 0)[:, None]) | rhymes | (forced_end != 0)
     han = fits & chars_ok & rhyme_ok
     punct = (remaining == 0)[:, None] & (ids[None] == plan['end'][line][:, None])
     hard = jnp.where(in_poem[:, None], jnp.where((remaining > 0)[:, None], han, punct),
@@ -231,11 +242,13 @@ class _Rule:
     end_of_line = (piece == 0) & (state['pos'] == length) & (token == plan['end'][line])
     pos = jnp.where(piece > 0, state['pos'] + piece, jnp.where(end_of_line, 0, state['pos']))
     new_line = state['line'] + end_of_line.astype(jnp.int32)
-    rhyme_here = plan['rhyme'][jnp.arange(line.shape[0]), line]
-    sets = (piece > 0) & (state['pos'] + piece == length) & rhyme_here & (
-        state['group'] < 0) & tables['rhymes'][token].any(-1)
-    group = jnp.where(sets, jnp.argmax(tables['rhymes'][token], -1), state['group'])
-    keep = lambda new, old: jnp.where(done, old, new)
+    rhyme_set, current = self._rhyme_here(plan, state, line)
+    fixes = (piece > 0) & (state['pos'] + piece == length) & (rhyme_set > 0) & (
+        current < 0) & tables['rhymes'][token].any(-1)
+    column = jnp.arange(state['group'].shape[1])[None, :] == (rhyme_set - 1)[:, None]
+    group = jnp.where(fixes[:, None] & column, jnp.argmax(tables['rhymes'][token], -1)[:, None],
+                      state['group'])
+    keep = lambda new, old: jnp.where(done.reshape(done.shape + (1,) * (new.ndim - 1)), old, new)
     return {'line': keep(new_line, state['line']), 'pos': keep(pos, state['pos']),
             'group': keep(group, state['group'])}
 
