@@ -148,3 +148,18 @@ def test_bad_requests_are_named(tok):
     templates.lookup('七言决句')
   with pytest.raises(ValueError, match='浣溪沙'):
     templates.lookup('浣溪河')
+
+
+def test_keywords_are_favoured(tok, net):
+  template = templates.shi('五言绝句', start='平起')
+  banned = [i for i in sampler.banned_ids(tok, VOCAB) if i != tok.eos_id]
+  texts = []
+  for boost in (0.0, 30.0):
+    cons = constraints.build(tok, template, 4, vocab_size=VOCAB, keywords=['月'],
+                             keyword_boost=boost)
+    out = sampler.generate(net, [[tok.bos_id]] * 4, max_new_tokens=26, temperature=1.0, seed=0,
+                           stop_ids=[tok.eos_id], pad_id=tok.pad_id, banned_ids=banned,
+                           constraint=cons)
+    texts.append([tok.decode(r[:n - 1]) for r, n in zip(out.tokens, out.lengths)])
+  assert sum(t.count('月') for t in texts[1]) > sum(t.count('月') for t in texts[0]) + 4
+  assert all(checker.check(t, template).format_ok for t in texts[1])
