@@ -63,8 +63,8 @@ def parse(argv):
 def form_templates(args, rows):
   """(template per row, rhyme system, form label) for the asked form or tune."""
   if args.tune:
-    tune = templates.canonical_tune(args.tune)
-    return [templates.ci(tune)] * rows, 'cilin', ('tune', tune)
+    template = templates.lookup(args.tune)  # an unknown name fails with close matches
+    return [template] * rows, 'cilin', ('tune', templates.canonical_tune(args.tune))
   name = templates.lookup(args.form or '七言绝句').name.split('·')[0]
   variants = templates.shi_variants(name, loose=args.tones == 'loose')
   return [variants[i % len(variants)] for i in range(rows)], 'pingshui', ('form', name)
