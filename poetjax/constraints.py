@@ -95,7 +95,7 @@ def _per_row(value, rows, what):
 
 def build(tokenizer, template, rows, *, vocab_size, tones='strict', tone_weight=float('inf'),
           rhyme=None, acrostic=None, first_line=None, keywords=(), keyword_boost=2.0,
-          rhyme_system='pingshui', prosody=None):
+          rhyme_system='pingshui'):
   """The Constraint for `rows` poems of `template` (templates.Template), or of one template
   per row (variants of one form: the same line lengths, other 平仄 or rhyme lines).
 
@@ -256,6 +256,10 @@ class _Rule:
 RULE = _Rule()
 
 
+# The plan's per-row entries (the rest is shared by every row).
+_PER_ROW = ('tone', 'rhyme', 'forced')
+
+
 @dataclasses.dataclass
 class Constraint:
   rule: _Rule
@@ -263,6 +267,12 @@ class Constraint:
   plan: Any
   state: Any
   classes: tuple  # names of the rhyme classes, indexed by the state's group
+
+  def repeat_rows(self, k):
+    """Each row k times in a row (row r becomes rows r*k .. r*k+k-1), e.g. one per beam."""
+    repeat = lambda x: jnp.repeat(x, k, axis=0)
+    plan = dict(self.plan, **{name: repeat(self.plan[name]) for name in _PER_ROW})
+    return dataclasses.replace(self, plan=plan, state=jax.tree.map(repeat, self.state))
 
 
 def explain(constraint, final_state, row, template):

@@ -141,10 +141,12 @@ class Attention(nnx.Module):
                                                 scale=1 / (2 * c.num_layers)), **kw)
     self.impl = c.attention_impl
 
-  def __call__(self, x, sin, cos, mask):
-    q = _rotate(self.q(x), sin, cos)
+  def _qkv(self, x, sin, cos):
     k, v = _unstack(self.kv(x), axis=2)
-    k = _rotate(k, sin, cos)
+    return _rotate(self.q(x), sin, cos), _rotate(k, sin, cos), v
+
+  def __call__(self, x, sin, cos, mask):
+    q, k, v = self._qkv(x, sin, cos)
     out = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True,
                                        implementation=self.impl)
     return self.o(out)
@@ -157,9 +159,7 @@ class Attention(nnx.Module):
     key_mask: bool [b, t, max_len].
     """
     b, t, _ = x.shape
-    q = _rotate(self.q(x), sin, cos)
-    k, v = _unstack(self.kv(x), axis=2)
-    k = _rotate(k, sin, cos)
+    q, k, v = self._qkv(x, sin, cos)
     k_cache, v_cache = (
         jax.lax.dynamic_update_slice_in_dim(c, new.swapaxes(1, 2).astype(c.dtype), index, axis=2)
         for c, new in zip(cache, (k, v)))

@@ -107,10 +107,9 @@ def write(model, tok, args):
       keywords=[w for w in args.keywords.split(',') if w], keyword_boost=args.keyword_boost,
       rhyme_system=system)
   prompt = control_ids(tok, args, label)
-  banned = [i for i in sampler.banned_ids(tok, model.config.vocab_size) if i != tok.eos_id]
   max_new = sum(line.length + 1 for line in row_templates[0].lines) + 1
-  common = dict(max_new_tokens=max_new, stop_ids=[tok.eos_id], pad_id=tok.pad_id,
-                banned_ids=banned, constraint=cons)
+  common = dict(max_new_tokens=max_new, constraint=cons,
+                **sampler.text_options(tok, model.config.vocab_size))
   prepared = sampler.prepare(model, args.dtype)
   if args.beams:
     out = sampler.beam_search(prepared, [prompt] * rows, num_beams=args.beams, **common)

@@ -117,9 +117,9 @@ def penalize_repeats(logits, seen, penalty):
 
 @functools.partial(jax.jit, static_argnames=('graphdef', 'max_new', 'top_k', 'greedy',
                                              'use_top_p', 'constrain', 'cache_dtype'))
-def _generate(graphdef, state, tokens, pad, key, temperature, top_p, repetition_penalty,
-              banned, stop_ids, pad_id, tables, plan, cstate, *, max_new, top_k, greedy,
-              use_top_p, constrain, cache_dtype):
+def _generate(graphdef, state, tokens, pad, banned, stop_ids, pad_id, key, temperature, top_p,
+              repetition_penalty, tables, plan, cstate, *, max_new, top_k, greedy, use_top_p,
+              constrain, cache_dtype):
   model = nnx.merge(graphdef, state)
   n, length = tokens.shape
   max_len = length + max_new
@@ -221,8 +221,9 @@ def generate(model, prompts, *, max_new_tokens=64, temperature=1.0, top_k=0, top
   """Samples up to max_new_tokens after each prompt (a list of token ids per row).
 
   temperature 0 is greedy. seed: an int (row r draws from seed + r) or one per row, so a row
-  samples the same tokens whatever else is in the batch. constraint: a constraints.Constraint built for these rows (form,
-  tones, rhyme, acrostic) or None. The model may be sharded: its arrays keep their placement.
+  samples the same tokens whatever else is in the batch. constraint: a constraints.Constraint
+  built for these rows (form, tones, rhyme, acrostic) or None. The model may be sharded: its
+  arrays keep their placement.
   """
   if max_new_tokens < 1:
     raise ValueError(f'max_new_tokens must be at least 1, not {max_new_tokens}.')
@@ -230,26 +231,39 @@ def generate(model, prompts, *, max_new_tokens=64, temperature=1.0, top_k=0, top
     raise ValueError(f'top_p must be in (0, 1], not {top_p}.')
   if repetition_penalty <= 0:
     raise ValueError(f'repetition_penalty must be positive, not {repetition_penalty}.')
+  inputs = _inputs(model, prompts, pad_id, banned_ids, stop_ids)
+  seeds = np.asarray(_per_row_seeds(seed, len(prompts)), np.uint32)
+  rule, tables, plan, cstate = _constraint_parts(constraint)
+  out, logprob, stuck, cstate = _generate(
+      *inputs, jax.vmap(jax.random.key)(seeds), jnp.float32(temperature), jnp.float32(top_p),
+      jnp.float32(repetition_penalty), tables, plan, cstate, max_new=int(max_new_tokens),
+      top_k=int(top_k), greedy=temperature == 0, use_top_p=top_p < 1, constrain=rule,
+      cache_dtype=cache_dtype)
+  return _output(out, logprob, stuck, cstate, stop_ids, max_new_tokens)
+
+
+def _inputs(model, prompts, pad_id, banned_ids, stop_ids):
+  """(graphdef, state, tokens, pad, banned mask, stop ids, pad id) as the jitted loops take them."""
   graphdef, state, config = _unpack(model)
   vocab = config.vocab_size
   bad = sorted({i for p in prompts for i in p if not 0 <= i < vocab})
   if bad:
-    raise ValueError(f'Prompt token ids {bad[:10]} are outside the model vocabulary (0..{vocab - 1}).')
+    raise ValueError(f'Prompt token ids {bad[:10]} are outside the model vocabulary '
+                     f'(0..{vocab - 1}).')
   tokens, pad = pad_prompts(prompts, pad_id)
-  seeds = np.asarray(_per_row_seeds(seed, len(prompts)), np.uint32)
   banned = np.zeros(vocab, bool)
   banned[list(banned_ids)] = True
+  return (graphdef, state, jnp.asarray(tokens), jnp.asarray(pad), jnp.asarray(banned),
+          jnp.asarray(list(stop_ids) or [-1], jnp.int32), jnp.int32(pad_id))
+
+
+def _constraint_parts(constraint):
   if constraint is None:
-    tables = plan = cstate = None
-    rule = None
-  else:
-    rule, tables, plan, cstate = constraint.rule, constraint.tables, constraint.plan, constraint.state
-  out, logprob, stuck, cstate = _generate(
-      graphdef, state, jnp.asarray(tokens), jnp.asarray(pad), jax.vmap(jax.random.key)(seeds),
-      jnp.float32(temperature), jnp.float32(top_p), jnp.float32(repetition_penalty),
-      jnp.asarray(banned), jnp.asarray(list(stop_ids) or [-1], jnp.int32), jnp.int32(pad_id),
-      tables, plan, cstate, max_new=int(max_new_tokens), top_k=int(top_k),
-      greedy=temperature == 0, use_top_p=top_p < 1, constrain=rule, cache_dtype=cache_dtype)
+    return None, None, None, None
+  return constraint.rule, constraint.tables, constraint.plan, constraint.state
+
+
+def _output(out, logprob, stuck, cstate, stop_ids, max_new_tokens):
   out = np.asarray(out)
   stops = np.isin(out, list(stop_ids)) if stop_ids else np.zeros_like(out, bool)
   lengths = np.where(stops.any(1), stops.argmax(1) + 1, max_new_tokens)
@@ -258,7 +272,7 @@ def generate(model, prompts, *, max_new_tokens=64, temperature=1.0, top_k=0, top
 
 
 def banned_ids(tokenizer, vocab_size):
-  """Ids a poem may contain: not pad/bos/unk, not control pieces, not the vocab's round-up."""
+  """Ids a poem never contains: pad/bos/unk, control pieces, the vocab's round-up (eos is allowed)."""
   banned = [tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id]
   banned += [i for i in range(tokenizer.vocab_size) if tokenizer.sp.is_control(i)
              and i != tokenizer.eos_id]
@@ -266,14 +280,19 @@ def banned_ids(tokenizer, vocab_size):
   return sorted({i for i in banned if i >= 0})
 
 
+def text_options(tokenizer, vocab_size):
+  """generate/beam_search keywords for a poem: stop at eos, pad with pad, ban non-text ids."""
+  return dict(stop_ids=[tokenizer.eos_id], pad_id=tokenizer.pad_id,
+              banned_ids=banned_ids(tokenizer, vocab_size))
+
+
 def sample(model, tokenizer, prompts, *, max_len=64, temperature=0.8, top_k=40, top_p=1.0,
            seed=0):
   """One poem per prompt (control pieces and/or opening text); returns the generated text."""
   encoded = [[tokenizer.bos_id, *tokenizer.encode(p)] for p in prompts]
+  model = _unpack(model)
   out = generate(model, encoded, max_new_tokens=max_len, temperature=temperature, top_k=top_k,
-                 top_p=top_p, seed=seed, stop_ids=[tokenizer.eos_id], pad_id=tokenizer.pad_id,
-                 banned_ids=[i for i in banned_ids(tokenizer, _unpack(model).config.vocab_size)
-                             if i != tokenizer.eos_id])
+                 top_p=top_p, seed=seed, **text_options(tokenizer, model.config.vocab_size))
   return [tokenizer.decode([i for i in row[:n] if i != tokenizer.eos_id])
           for row, n in zip(out.tokens.tolist(), out.lengths)]
 
@@ -330,25 +349,12 @@ def beam_search(model, prompts, *, num_beams=4, max_new_tokens=64, stop_ids=(), 
   """
   if num_beams < 1:
     raise ValueError(f'num_beams must be at least 1, not {num_beams}.')
-  tokens, pad = pad_prompts(prompts, pad_id)
-  graphdef, state, config = _unpack(model)
-  vocab = config.vocab_size
-  banned = np.zeros(vocab, bool)
-  banned[list(banned_ids)] = True
-  rule = tables = plan = cstate = None
-  if constraint is not None:
-    rule, tables = constraint.rule, constraint.tables
-    plan = dict(constraint.plan, **{k: jnp.repeat(constraint.plan[k], num_beams, 0)
-                                    for k in ('forced', 'tone', 'rhyme')})
-    cstate = jax.tree.map(lambda x: jnp.repeat(x, num_beams, 0), constraint.state)
+  inputs = _inputs(model, prompts, pad_id, banned_ids, stop_ids)
+  # Each beam keeps its own constraint state: the rows of the constraint, num_beams times.
+  rule, tables, plan, cstate = _constraint_parts(
+      constraint and constraint.repeat_rows(num_beams))
   out, scores, cstate = _beam_search(
-      graphdef, state, jnp.asarray(tokens), jnp.asarray(pad), jnp.asarray(banned),
-      jnp.asarray(list(stop_ids) or [-1], jnp.int32), jnp.int32(pad_id), tables, plan, cstate,
-      max_new=int(max_new_tokens), beams=int(num_beams), constrain=rule,
-      cache_dtype=cache_dtype)
-  out = np.asarray(out)
-  stops = np.isin(out, list(stop_ids)) if stop_ids else np.zeros_like(out, bool)
-  lengths = np.where(stops.any(1), stops.argmax(1) + 1, max_new_tokens)
-  scores = np.asarray(scores)
-  return Output(out, lengths, scores, ~np.isfinite(scores),
-                None if cstate is None else jax.tree.map(np.asarray, cstate))
+      *inputs, tables, plan, cstate, max_new=int(max_new_tokens), beams=int(num_beams),
+      constrain=rule, cache_dtype=cache_dtype)
+  return _output(out, scores, ~np.isfinite(np.asarray(scores)), cstate, stop_ids,
+                 max_new_tokens)

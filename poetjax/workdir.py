@@ -14,7 +14,7 @@ import jax
 import ml_collections
 
 from poetjax import checkpoint
-from poetjax import model as model_lib
+from poetjax import loop
 from poetjax import sharding
 from poetjax import train
 from poetjax.data import tokenizer as tokenizer_lib
@@ -32,7 +32,7 @@ def load(workdir, step='latest', mesh=None):
   """(model, tokenizer, config, step) from a workdir's checkpoint ('latest', 'best' or a step)."""
   config = load_config(workdir)
   tok = tokenizer_lib.load(config.data.tokenizer)
-  model_config = model_lib.ModelConfig(**config.model)
+  model_config = loop.model_config(config, tok)
   mesh = mesh or sharding.make_mesh(sharding.default_config(), jax.devices()[:1])
   ckpt = checkpoint.Checkpointer(pathlib.Path(workdir), config.checkpoint)
   chosen = ckpt.best_step() if step == 'best' else (

@@ -96,10 +96,9 @@ def test_constrained_samples_keep_form_rhyme_tones_and_acrostic(tok, net, form):
   rows = 6
   cons = constraints.build(tok, template, rows, vocab_size=VOCAB, acrostic=heads,
                            rhyme_system='cilin' if tune else 'pingshui')
-  banned = [i for i in sampler.banned_ids(tok, VOCAB) if i != tok.eos_id]
   out = sampler.generate(net, [[tok.bos_id]] * rows, max_new_tokens=template.num_chars + 12,
-                         temperature=1.0, seed=0, stop_ids=[tok.eos_id], pad_id=tok.pad_id,
-                         banned_ids=banned, constraint=cons)
+                         temperature=1.0, seed=0, constraint=cons,
+                         **sampler.text_options(tok, VOCAB))
   assert not out.stuck.any()
   for row, n in zip(out.tokens, out.lengths):
     assert row[n - 1] == tok.eos_id
@@ -114,10 +113,8 @@ def test_constrained_samples_keep_form_rhyme_tones_and_acrostic(tok, net, form):
 def test_beam_search_keeps_the_form(tok, net):
   template = templates.shi('五言绝句', start='仄起')
   cons = constraints.build(tok, template, 2, vocab_size=VOCAB, first_line='白日依山尽')
-  banned = [i for i in sampler.banned_ids(tok, VOCAB) if i != tok.eos_id]
   out = sampler.beam_search(net, [[tok.bos_id]] * 2, num_beams=3, max_new_tokens=26,
-                            stop_ids=[tok.eos_id], pad_id=tok.pad_id, banned_ids=banned,
-                            constraint=cons)
+                            constraint=cons, **sampler.text_options(tok, VOCAB))
   for row, n in zip(out.tokens, out.lengths):
     text = tok.decode(row[:n - 1])
     assert text.startswith('白日依山尽，') and checker.check(text, template).format_ok
@@ -152,14 +149,12 @@ def test_bad_requests_are_named(tok):
 
 def test_keywords_are_favoured(tok, net):
   template = templates.shi('五言绝句', start='平起')
-  banned = [i for i in sampler.banned_ids(tok, VOCAB) if i != tok.eos_id]
   texts = []
   for boost in (0.0, 30.0):
     cons = constraints.build(tok, template, 4, vocab_size=VOCAB, keywords=['月'],
                              keyword_boost=boost)
     out = sampler.generate(net, [[tok.bos_id]] * 4, max_new_tokens=26, temperature=1.0, seed=0,
-                           stop_ids=[tok.eos_id], pad_id=tok.pad_id, banned_ids=banned,
-                           constraint=cons)
+                           constraint=cons, **sampler.text_options(tok, VOCAB))
     texts.append([tok.decode(r[:n - 1]) for r, n in zip(out.tokens, out.lengths)])
   assert sum(t.count('月') for t in texts[1]) > sum(t.count('月') for t in texts[0]) + 4
   assert all(checker.check(t, template).format_ok for t in texts[1])

@@ -16,24 +16,12 @@ import statistics
 import time
 
 import jax
-import numpy as np
 
 from poetjax import metrics
 from poetjax import model as model_lib
 from poetjax import sharding
 from poetjax import train
-
-
-def random_rows(rows, seq_len, vocab, count, seed=0):
-  rng = np.random.default_rng(seed)
-  out = []
-  for _ in range(count):
-    tokens = rng.integers(0, vocab, (rows, seq_len + 1), dtype=np.int32)
-    out.append({'inputs': tokens[:, :-1], 'targets': tokens[:, 1:],
-                'segment_ids': np.ones((rows, seq_len), np.int32),
-                'positions': np.tile(np.arange(seq_len, dtype=np.int32), (rows, 1)),
-                'weights': np.ones((rows, seq_len), np.float32)})
-  return out
+from poetjax.bench import train as bench_train
 
 
 def main(argv=None):
@@ -55,8 +43,8 @@ def main(argv=None):
   train_config.grad_accum = args.grad_accum
   mesh = sharding.make_mesh(sharding.default_config())
   trainer = train.Trainer(config, train_config, mesh, seed=0)
-  batches = [trainer.place(b) for b in random_rows(args.batch, args.seq_len,
-                                                    config.vocab_size, 2)]
+  batches = [trainer.place(b) for b in bench_train.batches(2, args.batch, args.seq_len,
+                                                          config.vocab_size)]
   compile_start = time.perf_counter()
   jax.block_until_ready(trainer.step(batches[0]))
   compile_s = time.perf_counter() - compile_start

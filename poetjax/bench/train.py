@@ -44,17 +44,16 @@ def gpt2_flops_per_token(d_model, layers, vocab, seq_len, mlp):
   return 6 * matmul + 12 * layers * seq_len * d_model
 
 
-def batches(count, seed=0):
+def batches(count, rows=BATCH, seq_len=SEQ_LEN, vocab=VOCAB, seed=0):
   """Random token rows, one segment each: inputs/targets/positions/segment_ids/weights."""
   rng = np.random.default_rng(seed)
   out = []
   for _ in range(count):
-    tokens = rng.integers(0, VOCAB, (BATCH, SEQ_LEN + 1), dtype=np.int32)
+    tokens = rng.integers(0, vocab, (rows, seq_len + 1), dtype=np.int32)
     out.append({'inputs': tokens[:, :-1], 'targets': tokens[:, 1:],
-                'segment_ids': np.ones((BATCH, SEQ_LEN), np.int32),
-                'positions': np.broadcast_to(np.arange(SEQ_LEN, dtype=np.int32),
-                                             (BATCH, SEQ_LEN)).copy(),
-                'weights': np.ones((BATCH, SEQ_LEN), np.float32)})
+                'segment_ids': np.ones((rows, seq_len), np.int32),
+                'positions': np.tile(np.arange(seq_len, dtype=np.int32), (rows, 1)),
+                'weights': np.ones((rows, seq_len), np.float32)})
   return out
 
 
