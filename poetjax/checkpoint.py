@@ -24,6 +24,7 @@ import threading
 
 from absl import logging
 from etils import epath
+from flax import nnx
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
@@ -99,18 +100,19 @@ class Checkpointer:
     self._meta = None
 
   def check_compatible(self, meta, ignore=()):
-    """Raises IncompatibleCheckpointError if the saved steps are of another meta['model'].
+    """Raises IncompatibleCheckpointError if the saved steps are of another model.
 
-    Reads only. The first save after this call writes `meta` when none is saved. ignore: model
-    fields allowed to change, e.g. ('remat', 'attention_impl', 'dtype'), which leave the saved
-    arrays as they are.
+    Compares meta['model'] and meta['finetune'] (the arrays' shapes and meaning) with the saved
+    meta. Reads only. The first save after this call writes `meta` when none is saved.
+    ignore: fields allowed to change, e.g. ('model.remat', 'model.dtype'), which leave the
+    saved arrays as they are.
     """
     self._meta = _json(meta)
-    path = self.directory / META_FILE
-    if self.latest_step() is None or not path.exists():
+    saved = self.saved_meta()
+    if saved is None:
       return
-    saved = _flatten(json.loads(path.read_text()).get('model', {}))
-    now = _flatten(self._meta.get('model', {}))
+    compared = lambda m: _flatten({k: m[k] for k in ('model', 'finetune') if k in m})
+    saved, now = compared(saved), compared(self._meta)
     absent = '<absent>'
     differ = [f'{k}: saved {saved.get(k, absent)!r}, now {now.get(k, absent)!r}'
               for k in sorted(set(saved) | set(now))
@@ -120,6 +122,13 @@ class Checkpointer:
           f'The checkpoints in {self.directory} (latest step {self.latest_step()}) are of '
           f'another model; these fields differ:\n  ' + '\n  '.join(differ) +
           '\nUse another --workdir for this model (nothing there was changed).')
+
+  def saved_meta(self):
+    """The meta the saved steps were written with, or None before the first save."""
+    path = self.directory / META_FILE
+    if self.latest_step() is None or not path.exists():
+      return None
+    return json.loads(path.read_text())
 
   def latest_step(self):
     return self._manager.latest_step()
@@ -190,6 +199,32 @@ class Checkpointer:
           f'to resume from an earlier step ({[s for s in self.all_steps() if s != step]}).'
       ) from e
     return restored.state, step, dict(restored.extra or {})
+
+  def restore_params(self, abstract_params, step):
+    """Only the model params in `abstract_params` from a step (no optimizer state is read).
+
+    abstract_params: an nnx.State of jax.ShapeDtypeStruct with .sharding, a subset of the
+    model part (the first element) of the saved state, e.g. the Params of a pretrained base
+    or the adapters of a fine-tuning run.
+    """
+    step_dir = self.directory / str(step)
+    item = nnx.State({0: abstract_params})
+    args = ocp.args.PyTreeRestore(
+        item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True)
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(state=args))
+    except Exception as e:  # orbax and tensorstore raise many types for a bad file
+      reason = (str(e).splitlines() or [''])[0][:300]
+      raise UnreadableCheckpointError(
+          f'Could not restore the params in {step_dir}: {type(e).__name__}: {reason}') from e
+    return restored.state[0]
+
+  def saved_shapes(self, step):
+    """{'0.blocks.0.attn.q.a': (128, 8), ...}: each saved array's shape, from the metadata."""
+    tree = ocp.PyTreeCheckpointHandler().metadata(self.directory / str(step) / 'state')
+    leaves = jax.tree.leaves(getattr(tree, 'tree', tree), is_leaf=lambda x: hasattr(x, 'shape'))
+    return {leaf.name.removesuffix('.value'): tuple(leaf.shape) for leaf in leaves}
 
   def wait(self):
     """Blocks until async saves are written (and old steps deleted)."""

@@ -15,6 +15,7 @@ from ml_collections import config_dict
 
 from poetjax import checkpoint
 from poetjax import model
+from poetjax import peft
 from poetjax import sharding
 from poetjax import train
 from poetjax.data import pipeline
@@ -43,6 +44,7 @@ def base(preset='small'):
   c.model = model_config(preset)
   c.mesh = sharding.default_config()
   c.train = train.default_config()
+  c.finetune = peft.default_config()  # mode 'none': pretraining from scratch
   c.checkpoint = checkpoint.default_config()
 
   c.loop = config_dict.ConfigDict()
@@ -59,4 +61,31 @@ def base(preset='small'):
   c.sample.temperature = 0.8
   c.sample.top_k = 40
   c.sample.prompts = ('<form:五言绝句>', '<form:七言绝句>', '<dynasty:宋><tune:浣溪沙>', '')
+  return c
+
+
+def finetune(filters, mode='lora', base_workdir='runs/tiny'):
+  """A fine-tuning run on the poems matching `filters`, from a pretraining workdir.
+
+  The model and tokenizer come from the base (the model fields here are replaced by its own).
+  """
+  c = base()
+  c.finetune.mode = mode
+  c.finetune.base = base_workdir
+  for field, value in filters.items():
+    c.data.pipeline.filters[field] = value
+  c.data.pipeline.seq_len = 128
+  c.data.pipeline.batch_size = 16
+  c.train.steps = 300
+  c.train.learning_rate = 3e-3
+  c.train.warmup_steps = 20
+  c.train.weight_decay = 0.0
+  c.loop.log_every = 20
+  c.loop.eval_every = 100
+  c.loop.eval_batches = 10
+  c.loop.unigram_batches = 0
+  c.checkpoint.every_steps = 100
+  controls = ''.join(f'<{k}:{v}>' for k, v in filters.items() if k in ('dynasty', 'author'))
+  c.sample.prompts = (controls + '<form:七言绝句>', controls + '<form:五言律诗>')
+  c.sample.num_poems = 2
   return c

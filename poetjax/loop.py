@@ -20,9 +20,11 @@ import tqdm
 from poetjax import checkpoint
 from poetjax import metrics as metrics_lib
 from poetjax import model as model_lib
+from poetjax import peft
 from poetjax import sampler
 from poetjax import sharding
 from poetjax import train
+from poetjax import workdir as workdir_lib
 from poetjax.data import corpus as corpus_lib
 from poetjax.data import pipeline
 from poetjax.data import tfds_builder
@@ -51,14 +53,6 @@ def eval_pipeline_config(config):
   c.control_fields = ()
   c.shuffle = False
   c.worker_count = 0
-  return c
-
-
-def model_config(config, tokenizer):
-  c = model_lib.ModelConfig(**config.model)
-  if c.vocab_size < tokenizer.vocab_size:
-    raise ValueError(f'model.vocab_size={c.vocab_size} is smaller than the tokenizer '
-                     f'{config.data.tokenizer!r} ({tokenizer.vocab_size} pieces).')
   return c
 
 
@@ -93,20 +87,28 @@ def train_and_evaluate(config, workdir):
   """Trains config's model in workdir (resuming there); returns the last metrics."""
   workdir = pathlib.Path(workdir)
   is_main = jax.process_index() == 0
-  tok = tokenizer_lib.load(config.data.tokenizer)
-  mconfig = model_config(config, tok)
-  train_source, val_source = prepare_data(config.data)
+  ckpt = checkpoint.Checkpointer(workdir, config.checkpoint)
   mesh = sharding.make_mesh(config.mesh)
-  trainer = train.Trainer(mconfig, config.train, mesh, seed=config.seed)
+  meta, base_params = {}, None
+  if config.finetune.mode != 'none':
+    meta['finetune'], base_params = _finetune_base(config, ckpt, mesh)
+  tok = tokenizer_lib.load(config.data.tokenizer)
+  mconfig = workdir_lib.model_config(config, tok)
+  meta.update(model=config.model.to_dict(), tokenizer=config.data.tokenizer)
+  # Fields that change how the arrays are computed, not what they are, may change on resume.
+  ckpt.check_compatible(meta, ignore=[f'model.{f}' for f in workdir_lib.RUNTIME_FIELDS])
+  train_source, val_source = prepare_data(config.data)
+  trainer = train.Trainer(mconfig, config.train, mesh, seed=config.seed,
+                          finetune=config.finetune, base_params=base_params)
+  del base_params  # the trainer holds them now (the frozen part of its state)
+  if is_main and config.finetune.mode != 'none':
+    trained, total = peft.count(trainer.model, config.finetune.mode)
+    print(f'{trained:,} of the base\'s {total:,} params train ({trained / total:.2%}).')
   pipe = config.data.pipeline
   trainer.check_batch(pipe.batch_size)
   train_iter = pipeline.make_iterator(train_source, tok, pipe)
   evaluator = Evaluator(val_source, tok, config, mconfig.vocab_size)
 
-  ckpt = checkpoint.Checkpointer(workdir, config.checkpoint)
-  # Fields that change how the arrays are computed, not what they are, may change on resume.
-  ckpt.check_compatible({'model': config.model.to_dict(), 'tokenizer': config.data.tokenizer},
-                        ignore=('dtype', 'remat', 'attention_impl', 'dropout'))
   step, extra = 0, {}
   if ckpt.latest_step() is not None:
     trainer.state, step, extra = ckpt.restore(trainer.abstract_state, train_iter)
@@ -189,6 +191,28 @@ def train_and_evaluate(config, workdir):
   last['unigram_bits_per_char'] = extra.get('unigram_bits_per_char')
   last['step'] = step
   return trainer, last
+
+
+def _finetune_base(config, ckpt, mesh):
+  """Loads the base of a fine-tuning run; sets config's model and tokenizer to the base's.
+
+  A resumed run keeps the base step it started from (its meta records it), even if the base
+  workdir has newer checkpoints since.
+  """
+  ft = config.finetune
+  peft.check_config(ft)
+  saved = (ckpt.saved_meta() or {}).get('finetune')
+  if saved and saved.get('base') == str(pathlib.Path(ft.base).expanduser().absolute()):
+    base, step = saved['base'], saved['base_step']
+  else:
+    base, step = workdir_lib.resolve_base(ft)
+  params, base_config = workdir_lib.load_params(base, step, mesh)
+  config.model = workdir_lib.with_base_model(config.model, base_config.model)
+  config.data.tokenizer = base_config.data.tokenizer
+  if jax.process_index() == 0:
+    print(f'Fine-tuning ({ft.mode}) from {base}, step {step}.')
+  meta = {k: ft[k] for k in ('mode', 'targets', 'lora_rank', 'lora_alpha', 'prompt_length')}
+  return {**meta, 'base': base, 'base_step': step}, params
 
 
 def print_samples(trainer, tokenizer, config):

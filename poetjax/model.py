@@ -222,6 +222,9 @@ class Block(nnx.Module):
     return x + self.mlp(self.mlp_norm(x)), cache
 
 
+_PROMPT_SEGMENT = -1  # the soft prompt's segment id: every segment attends to it
+
+
 def _split_rows(x):
   """Keeps the residual stream split by batch rows over the mesh (when there is one).
 
@@ -256,6 +259,7 @@ class Transformer(nnx.Module):
         'bte,ev->btv', (c.d_model, c.vocab_size), **_dtypes(c), rngs=rngs,
         kernel_init=_partitioned(nnx.initializers.normal(0.02), ('embed', 'vocab')),
         preferred_element_type=jnp.float32)
+    self.prompt = nnx.data(None)  # prompt tuning's soft prompt [length, d_model] (poetjax/peft.py)
 
   def __call__(self, inputs, positions=None, segment_ids=None, *, deterministic=True):
     c = self.config
@@ -263,15 +267,34 @@ class Transformer(nnx.Module):
       positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
     if segment_ids is None:
       segment_ids = jnp.ones_like(inputs)
+    x = self.embed(inputs)
+    prompt = 0 if self.prompt is None else self.prompt.shape[0]
+    if prompt:
+      x, positions, segment_ids = self._prepend_prompt(x, positions, segment_ids)
     sin, cos = _rope(positions, c.head_dim, c.rope_base)
     # Causal (added by the attention call) AND same segment. Padding (segment 0) attends to
     # earlier padding and itself, so no row is fully masked and no NaN can appear.
     mask = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+    if prompt:  # every poem of a packed row sees the soft prompt
+      mask = mask | (segment_ids == _PROMPT_SEGMENT)[:, None, None, :]
     run = _run_block_remat if c.remat else _run_block
-    x = _split_rows(self.dropout(self.embed(inputs), deterministic=deterministic))
+    x = _split_rows(self.dropout(x, deterministic=deterministic))
     for block in self.blocks:
       x = run(block, x, sin, cos, mask, deterministic)
-    return self._logits(x)
+    return self._logits(x[:, prompt:])
+
+  def _prepend_prompt(self, x, positions, segment_ids):
+    """The soft prompt before each row, at positions -length..-1.
+
+    RoPE sees relative positions only, so every poem in a packed row (positions restart at 0)
+    sees the prompt just before its own start, as the sampler places it.
+    """
+    b, n = x.shape[0], self.prompt.shape[0]
+    prompt = jnp.broadcast_to(self.prompt[...].astype(x.dtype), (b, n, x.shape[2]))
+    own = lambda part, value: jnp.concatenate(
+        [jnp.broadcast_to(value, (b, n)).astype(part.dtype), part], axis=1)
+    return (jnp.concatenate([prompt, x], axis=1), own(positions, jnp.arange(n) - n),
+            own(segment_ids, _PROMPT_SEGMENT))
 
   def _logits(self, x):
     x = self.final_norm(x)
@@ -288,15 +311,22 @@ class Transformer(nnx.Module):
     dtype = dtype or c.dtype
     return [(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(c.num_layers)]
 
-  def extend(self, inputs, positions, key_mask, cache, index):
+  def extend(self, inputs, positions, key_mask, cache, index, prompt_start=None):
     """Runs t new tokens per row against the cache (prefill: t = prompt; decode: t = 1).
 
     inputs, positions: int [b, t]; their k, v are written at cache positions index..index+t-1.
     key_mask: bool [b, t, max_len], which cache positions each new token attends to (the
-    caller's: it knows each row's padding). Returns f32 logits [b, t, vocab] and the cache.
+    caller's: it knows each row's padding). prompt_start: int [b], where each row's soft
+    prompt goes (the ids there are placeholders), for a model with one. Returns f32 logits
+    [b, t, vocab] and the cache.
     """
     sin, cos = _rope(positions, self.config.head_dim, self.config.rope_base)
     x = self.embed(inputs)
+    if self.prompt is not None and prompt_start is not None:
+      n = self.prompt.shape[0]
+      offset = jnp.arange(inputs.shape[1])[None, :] - prompt_start[:, None]
+      soft = self.prompt[...].astype(x.dtype)[jnp.clip(offset, 0, n - 1)]
+      x = jnp.where(((offset >= 0) & (offset < n))[..., None], soft, x)
     new_cache = []
     for block, layer_cache in zip(self.blocks, cache):
       x, layer_cache = block.extend(x, sin, cos, key_mask, layer_cache, index)

@@ -5,6 +5,7 @@
     python -m poetjax.sample --workdir runs/tiny --tune 浣溪沙 --dynasty 宋 --num 2
     python -m poetjax.sample --workdir runs/tiny --form 五律 --first_line 白日依山尽 --json
     python -m poetjax.sample --workdir runs/tiny --form 七绝 --num 200 --report   # checker table
+    python -m poetjax.sample --workdir runs/tiny --adapter runs/libai --form 七绝 --author 李白
 
 Each poem is printed with its 平仄 under every line (平 仄, 中 either reading, ？ unknown).
 --candidates N samples N poems per poem asked for (cycling through the form's 平起/仄起 and
@@ -22,6 +23,7 @@ import sys
 import numpy as np
 
 from poetjax import checker
+from poetjax import checkpoint
 from poetjax import constraints
 from poetjax import sampler
 from poetjax import templates
@@ -32,6 +34,10 @@ def parse(argv):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument('--workdir', required=True)
   p.add_argument('--step', default='latest', help="'latest', 'best' or a step number")
+  p.add_argument('--adapter', help='a fine-tuning workdir (LoRA, BitFit, prompt) whose adapter '
+                 'goes on the model of --workdir; --step then picks the adapter\'s step')
+  p.add_argument('--no_merge', action='store_true',
+                 help='keep LoRA beside the base kernels instead of folding it in')
   what = p.add_mutually_exclusive_group()
   what.add_argument('--form', help='五言绝句 七言绝句 五言律诗 七言律诗 (or 五绝 七绝 五律 七律)')
   what.add_argument('--tune', help='a 词牌, e.g. 浣溪沙 (see python -m poetjax.templates show)')
@@ -152,9 +158,10 @@ def report_table(poems):
 def main(argv=None):
   args = parse(argv)
   try:
-    model, tok, _, step = workdir_lib.load(args.workdir, args.step)
+    model, tok, _, step = workdir_lib.load(args.workdir, args.step, adapter=args.adapter,
+                                           merge=not args.no_merge)
     best, everything = write(model, tok, args)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, FileNotFoundError, checkpoint.UnreadableCheckpointError) as e:
     sys.exit(f'error: {e}')
   if args.report:
     print(json.dumps({'step': step, 'best': report_table(best),

@@ -49,7 +49,9 @@ def _prefill(model, tokens, pad, max_len, cache_dtype):
   n, length = tokens.shape
   cache = model.init_cache(n, max_len, cache_dtype)
   positions = jnp.maximum(jnp.arange(length)[None, :] - pad[:, None], 0)
-  logits, cache = model.extend(tokens, positions, _key_mask(pad, 0, length, max_len), cache, 0)
+  # A soft prompt (prompt tuning) fills the placeholder slots _inputs put after the padding.
+  logits, cache = model.extend(tokens, positions, _key_mask(pad, 0, length, max_len), cache, 0,
+                               prompt_start=pad)
   return logits[:, -1], cache
 
 
@@ -182,7 +184,12 @@ def prepare(model, dtype=None):
   if dtype is not None and jnp.dtype(dtype) != jnp.dtype(config.dtype):
     config = dataclasses.replace(config, dtype=jnp.dtype(dtype).name,
                                  param_dtype=jnp.dtype(dtype).name)
-    graphdef = nnx.graphdef(nnx.eval_shape(lambda: type(model)(config, rngs=nnx.Rngs(0))))
+    # The same graph (adapters included) with every module computing in dtype.
+    view = nnx.merge(graphdef, state)
+    view.set_attributes(dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype),
+                        raise_if_not_found=False)
+    view.config = config
+    graphdef = nnx.graphdef(view)
     state = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
                          else x, state)
   return Prepared(graphdef, state, config)
@@ -250,7 +257,9 @@ def _inputs(model, prompts, pad_id, banned_ids, stop_ids):
   if bad:
     raise ValueError(f'Prompt token ids {bad[:10]} are outside the model vocabulary '
                      f'(0..{vocab - 1}).')
-  tokens, pad = pad_prompts(prompts, pad_id)
+  # A soft prompt's vectors go in front of each prompt, in slots held by placeholder ids.
+  soft = state['prompt'].shape[0] if 'prompt' in state else 0
+  tokens, pad = pad_prompts([[pad_id] * soft + list(p) for p in prompts], pad_id)
   banned = np.zeros(vocab, bool)
   banned[list(banned_ids)] = True
   return (graphdef, state, jnp.asarray(tokens), jnp.asarray(pad), jnp.asarray(banned),

@@ -5,8 +5,13 @@
     metrics = trainer.step(batch)     # batch: numpy or global arrays [batch_size, seq_len]
     sums = trainer.evaluate(batch)    # summed nats, tokens and Han characters of the targets
 
-The state is `nnx.state((model, optimizer))`: params, AdamW moments, step count and the dropout
-RNG, each placed by the logical-axis rules. A step is one `jax.jit` with explicit in/out
+    # Fine-tuning: a pretrained base's params, with LoRA/BitFit/prompt params added (peft.py).
+    trainer = train.Trainer(model_config, config, mesh, finetune=ft_config, base_params=params)
+
+`nnx.split((model, optimizer))` gives two parts, each placed by the logical-axis rules:
+`state`, what training changes (the trainable params, their AdamW moments, the step count and
+the dropout RNG: this is what a checkpoint holds), and `frozen`, the base params a fine-tuning
+mode leaves alone (empty when every param trains). A step is one `jax.jit` with explicit in/out
 shardings and the state donated, so it is updated in place on every device. The loop around it
 (data, evaluation, checkpoints, logging) is in poetjax/loop.py.
 """
@@ -18,6 +23,7 @@ import ml_collections
 import optax
 
 from poetjax import model as model_lib
+from poetjax import peft
 from poetjax import sharding
 
 
@@ -98,76 +104,105 @@ def _micro_batches(batch, k):
   return jax.tree.map(split, batch)
 
 
+def create_model(model_config, finetune=None, base_params=None, seed=0):
+  """A Transformer, its params replaced by base_params if given, with finetune's adapters."""
+  net = model_lib.Transformer(model_config, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
+  if base_params is not None:
+    nnx.update(net, base_params)
+  if finetune is not None and finetune.mode not in ('none', 'full'):
+    peft.apply(net, finetune)
+  return net
+
+
 class Trainer:
   """Model and optimizer state on a mesh, with the jitted train and eval steps."""
 
-  def __init__(self, model_config, config, mesh, seed=0, *, materialize=True):
-    """materialize=False builds the steps without any state: for ahead-of-time compiles."""
+  def __init__(self, model_config, config, mesh, seed=0, *, finetune=None, base_params=None,
+               materialize=True):
+    """finetune: a peft.default_config() (None: every param trains from a random init).
+    base_params: a plain Transformer's nnx.Param state to start from (e.g. a pretrained base).
+    materialize=False builds the steps without any state: for ahead-of-time compiles.
+    """
     self.model_config = model_config
     self.config = config
     self.mesh = mesh
     self.tx = make_optimizer(config)
+    mode = finetune.mode if finetune is not None else 'none'
+    self.trainable, self.frozen_filter = peft.trainable(mode), peft.frozen(mode)
 
-    def create():
-      net = model_lib.Transformer(model_config, rngs=nnx.Rngs(params=seed, dropout=seed + 1))
-      return net, nnx.Optimizer(net, self.tx, wrt=nnx.Param)
+    def create(base):
+      net = create_model(model_config, finetune, base, seed)
+      return net, nnx.Optimizer(net, self.tx, wrt=self.trainable)
+
+    def parts(base):
+      return nnx.split(create(base), self.frozen_filter, ...)
 
     with sharding.use(mesh):
-      abstract = nnx.eval_shape(create)
-      self.graphdef, abstract_state = nnx.split(abstract)
+      self.graphdef, abstract_frozen, abstract_state = nnx.eval_shape(lambda: parts(base_params))
+      self.frozen_sharding = sharding.state_shardings(abstract_frozen, mesh)
       self.state_sharding = sharding.state_shardings(abstract_state, mesh)
-      # Created inside jit with the output sharding: each device builds only its shard.
-      init = jax.jit(lambda: nnx.state(create()), out_shardings=self.state_sharding)
-      self.state = init() if materialize else None
-    self.abstract_state = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        abstract_state, self.state_sharding)
+      # Created inside jit with the output sharding: each device builds only its shard (and
+      # the random init of params that base_params then replaces is never computed).
+      init = jax.jit(lambda base: parts(base)[1:],
+                     out_shardings=(self.frozen_sharding, self.state_sharding))
+      if materialize:
+        self.frozen, self.state = init(base_params)
+      else:  # the frozen part is empty unless fine-tuning: then the caller sets both
+        self.frozen = None if jax.tree.leaves(abstract_frozen) else abstract_frozen
+        self.state = None
+    with_sharding = lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)
+    self.abstract_state = jax.tree.map(with_sharding, abstract_state, self.state_sharding)
+    self.abstract_frozen = jax.tree.map(with_sharding, abstract_frozen, self.frozen_sharding)
     self.batch_sharding = sharding.batch_sharding(mesh)
     replicated = jax.NamedSharding(mesh, jax.P())
     self._train_step = jax.jit(
-        self._train_step_fn, in_shardings=(self.state_sharding, self.batch_sharding),
+        self._train_step_fn,
+        in_shardings=(self.state_sharding, self.frozen_sharding, self.batch_sharding),
         out_shardings=(self.state_sharding, replicated), donate_argnums=0)
     self._eval_step = jax.jit(
-        self._eval_step_fn, in_shardings=(self.state_sharding, self.batch_sharding, replicated),
+        self._eval_step_fn,
+        in_shardings=(self.state_sharding, self.frozen_sharding, self.batch_sharding, replicated),
         out_shardings=replicated)
 
   # The pure functions jax.jit compiles.
 
-  def _train_step_fn(self, state, batch):
-    net, optimizer = nnx.merge(self.graphdef, state)
-    graphdef, params, rest = nnx.split(net, nnx.Param, ...)
+  def _train_step_fn(self, state, frozen, batch):
+    net, optimizer = nnx.merge(self.graphdef, frozen, state)
+    # Gradients of the trainable params only: a frozen kernel gets no weight gradient at all.
+    graphdef, params, rngs, rest = nnx.split(net, self.trainable, nnx.RngState, ...)
     k = self.config.grad_accum
     total_weight = jnp.maximum(batch['weights'].sum(), 1.0)
 
-    def objective(params, rest, micro):
+    def objective(params, rngs, micro):
       # copy: the RNG counts advance inside grad/remat traces, not in the outer one.
-      m = nnx.merge(graphdef, params, rest, copy=True)
+      m = nnx.merge(graphdef, params, rngs, rest, copy=True)
+      m.train()  # dropout inside adapters (the blocks' own dropout is told by the call)
       ce, z = token_losses(_forward(m, micro, deterministic=False), micro['targets'])
       w = micro['weights']
       sums = jnp.stack([(ce * w).sum(), (z * w).sum()])
       loss = (sums[0] + self.config.z_loss * sums[1]) / total_weight
-      return loss, (sums, nnx.split(m, nnx.Param, ...)[2])  # advanced dropout RNG
+      return loss, (sums, nnx.state(m, nnx.RngState))  # advanced dropout RNG
 
     grad_fn = jax.grad(objective, has_aux=True)
 
     def accumulate(carry, micro):
-      grads, sums, rest = carry
-      g, (s, rest) = grad_fn(params, rest, micro)
-      return (jax.tree.map(jnp.add, grads, g), sums + s, rest), None
+      grads, sums, rngs = carry
+      g, (s, rngs) = grad_fn(params, rngs, micro)
+      return (jax.tree.map(jnp.add, grads, g), sums + s, rngs), None
 
     zeros = jax.tree.map(jnp.zeros_like, params)
-    carry = (zeros, jnp.zeros(2, jnp.float32), rest)
+    carry = (zeros, jnp.zeros(2, jnp.float32), rngs)
     if k == 1:
       carry, _ = accumulate(carry, batch)
     else:
       carry, _ = jax.lax.scan(accumulate, carry, _micro_batches(batch, k))
-    grads, sums, rest = carry
-    nnx.update(net, rest)
+    grads, sums, rngs = carry
+    nnx.update(net, rngs)
     grad_norm = optax.tree_utils.tree_norm(grads)
     loss = sums[0] / total_weight
     lr = schedule(self.config)(optimizer.step[...])
     optimizer.update(net, grads)
-    new_state = nnx.state((net, optimizer))
+    new_state = nnx.split((net, optimizer), self.frozen_filter, ...)[2]
     # A non-finite loss or gradient leaves the state as it was; the loop stops on the flag.
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
@@ -175,8 +210,8 @@ class Trainer:
                'learning_rate': lr, 'tokens': batch['weights'].sum(), 'finite': finite}
     return new_state, metrics
 
-  def _eval_step_fn(self, state, batch, han_counts):
-    net, _ = nnx.merge(self.graphdef, state)
+  def _eval_step_fn(self, state, frozen, batch, han_counts):
+    net, _ = nnx.merge(self.graphdef, frozen, state)
     ce, _ = token_losses(_forward(net, batch, deterministic=True), batch['targets'])
     w = batch['weights']
     return {'nats': (ce * w).sum(), 'tokens': w.sum(),
@@ -191,7 +226,7 @@ class Trainer:
     batch = {k: spec(jnp.int32) for k in ('inputs', 'targets', 'segment_ids', 'positions')}
     batch['weights'] = spec(jnp.float32)
     with jax.set_mesh(self.mesh):
-      return self._train_step.lower(self.abstract_state, batch)
+      return self._train_step.lower(self.abstract_state, self.abstract_frozen, batch)
 
   def place(self, batch):
     """A process-local numpy batch -> global arrays on the mesh (arrays pass through)."""
@@ -211,19 +246,19 @@ class Trainer:
     batch = self.place(batch)
     self.check_batch(batch['inputs'].shape[0])
     with jax.set_mesh(self.mesh):  # the model constrains activations to the mesh's batch axes
-      self.state, metrics = self._train_step(self.state, batch)
+      self.state, metrics = self._train_step(self.state, self.frozen, batch)
     return metrics
 
   def evaluate(self, batch, han_counts):
     with jax.set_mesh(self.mesh):
-      return self._eval_step(self.state, self.place(batch), han_counts)
+      return self._eval_step(self.state, self.frozen, self.place(batch), han_counts)
 
   @property
   def model(self):
     """The model (a view of the current state), e.g. for sampling."""
-    return nnx.merge(self.graphdef, self.state)[0]
+    return nnx.merge(self.graphdef, self.frozen, self.state)[0]
 
   @property
   def step_count(self):
     """Optimizer steps taken so far."""
-    return int(nnx.merge(self.graphdef, self.state)[1].step[...])
+    return int(nnx.merge(self.graphdef, self.frozen, self.state)[1].step[...])

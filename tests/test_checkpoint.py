@@ -280,7 +280,7 @@ def test_other_model_is_refused_without_touching_the_workdir(tmp_path):
   ckpt = checkpoint.Checkpointer(tmp_path, _config())
   ckpt.check_compatible({'model': model_a, 'tokenizer': 'char'})  # the same model resumes
   # Fields that leave the saved arrays alone may be let through.
-  ckpt.check_compatible({'model': dict(model_a, remat=True)}, ignore=('remat',))
+  ckpt.check_compatible({'model': dict(model_a, remat=True)}, ignore=('model.remat',))
   ckpt.close()
 
 

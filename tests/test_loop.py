@@ -17,6 +17,7 @@ from poetjax import checkpoint
 from poetjax import loop
 from poetjax import sharding
 from poetjax import train
+from poetjax import workdir as workdir_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 N = 16  # steps before the kill; the runs go to 2N
@@ -143,7 +144,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(config_file, tmp_path
   ckpt = checkpoint.Checkpointer(tmp_path, config.checkpoint)
   step = ckpt.latest_step()
   assert step is not None
-  trainer = train.Trainer(loop.model_config(config, _tok(config)), config.train,
+  trainer = train.Trainer(workdir_lib.model_config(config, _tok(config)), config.train,
                           sharding.make_mesh(config.mesh), materialize=False)
   state, _, _ = ckpt.restore(trainer.abstract_state)
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state)
@@ -161,3 +162,29 @@ def test_bad_config_key_and_incompatible_workdir(config_file, tmp_path):
   _, err = proc.communicate(timeout=300)
   assert proc.returncode == 1 and 'num_layers' in err, err[-2000:]
   assert sorted((p, p.stat().st_mtime_ns) for p in (tmp_path / 'run').rglob('*')) == before
+
+
+def test_lora_run_from_a_pretraining_workdir(config_file, tmp_path):
+  base, tuned = tmp_path / 'base', tmp_path / 'tuned'
+  loop.train_and_evaluate(_load(config_file, **{'train.steps': 4}), base)
+  lora = {'finetune.mode': 'lora', 'finetune.base': str(base), 'finetune.base_step': 'latest',
+          'finetune.lora_rank': 2, 'model.d_model': 999,  # the model comes from the base
+          'data.pipeline.filters': {'dynasty': '唐'}, 'train.steps': 4, 'loop.eval_every': 4}
+  _, last = loop.train_and_evaluate(_load(config_file, **lora), tuned)
+  assert last['step'] == 4 and np.isfinite(last['val/bits_per_char'])
+  shapes = checkpoint.Checkpointer(tuned, _load(config_file).checkpoint).saved_shapes(4)
+  assert not any('kernel' in k or 'embedding' in k for k in shapes)
+
+  # The base trains on; resuming the fine-tuning keeps the base step it started from.
+  loop.train_and_evaluate(_load(config_file, **{'train.steps': 8}), base)
+  loop.train_and_evaluate(_load(config_file, **{**lora, 'train.steps': 8}), tuned)
+  meta = json.loads((tuned / 'checkpoints' / checkpoint.META_FILE).read_text())
+  assert meta['finetune']['base_step'] == 4 and meta['model']['d_model'] == 64
+
+  net, _, config, step = workdir_lib.load(tuned)
+  merged, _, _, _ = workdir_lib.load(tuned, merge=True)
+  plain, _, _, _ = workdir_lib.load(base, step=4)
+  ids = jax.numpy.asarray([[1, 40, 41, 42, 43]])
+  np.testing.assert_allclose(merged(ids), net(ids), rtol=1e-5, atol=1e-5)
+  assert step == 8 and config.finetune.mode == 'lora'
+  assert np.abs(np.asarray(net(ids)) - np.asarray(plain(ids))).max() > 1e-4

@@ -63,7 +63,7 @@ def test_sharded_step_equals_one_device():
   shard = net.blocks[0].mlp.down.kernel[...].addressable_shards[0].data
   assert shard.shape == (192 // 2, 64 // 2)
   # The AdamW moments are sharded like their params.
-  mu = jax.tree.leaves(nnx.state(nnx.merge(eight.graphdef, eight.state)[1]),
+  mu = jax.tree.leaves(nnx.state(nnx.merge(eight.graphdef, eight.frozen, eight.state)[1]),
                        is_leaf=lambda x: hasattr(x, 'sharding') and x.ndim == 2)
   assert any(getattr(x, 'sharding', None) is not None and x.ndim == 2 and
              x.sharding.spec == jax.P('tensor', 'fsdp') for x in mu)
