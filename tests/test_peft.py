@@ -1,5 +1,8 @@
 """Fine-tuning modes: what trains, what stays bit-identical, merging, sharding, bad input."""
 
+import importlib.util
+import pathlib
+
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -196,3 +199,20 @@ def test_adapter_on_a_base_of_another_shape_names_both_shapes(base, tmp_path):
     with pytest.raises(workdir.AdapterMismatchError,
                        match=r'attn\.q\.a: the adapter has \[64, 4\], this base needs \[96, 4\]'):
       workdir.check_adapter_fits(ckpt, 1, expected, 'adapter', 'base')
+
+
+@pytest.mark.parametrize('name,arg,filters', [
+    ('lora_poet', 'author=杜甫', {'author': '杜甫'}),
+    ('lora_poet', None, {'author': '李白'}),
+    ('lora_song_ci', None, {'dynasty': '宋', 'genre': '词'}),
+    ('lora_form', '五言律诗', {'form': '五言律诗'}),
+])
+def test_fine_tuning_experiments_name_their_subset_and_base(name, arg, filters):
+  path = pathlib.Path(__file__).resolve().parents[1] / 'experiments' / f'{name}.py'
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  assert config.finetune.mode == 'lora' and config.finetune.base == 'runs/tiny'
+  assert config.data.pipeline.filters.to_dict() == filters
+  peft.check_config(config.finetune)
