@@ -10,6 +10,7 @@ import sys
 import time
 
 import jax
+from ml_collections import config_dict
 import numpy as np
 import pytest
 
@@ -180,6 +181,11 @@ def test_lora_run_from_a_pretraining_workdir(config_file, tmp_path):
   loop.train_and_evaluate(_load(config_file, **{**lora, 'train.steps': 8}), tuned)
   meta = json.loads((tuned / 'checkpoints' / checkpoint.META_FILE).read_text())
   assert meta['finetune']['base_step'] == 4 and meta['model']['d_model'] == 64
+
+  # A base named by one of its checkpoint directories: that step, whatever base_step says.
+  named = config_dict.ConfigDict({'mode': 'lora', 'base': str(base / 'checkpoints' / '4'),
+                                  'base_step': 'latest'})
+  assert workdir_lib.resolve_base(named) == (str(base), 4)
 
   net, _, config, step = workdir_lib.load(tuned)
   merged, _, _, _ = workdir_lib.load(tuned, merge=True)
