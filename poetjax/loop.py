@@ -91,7 +91,7 @@ def train_and_evaluate(config, workdir):
   mesh = sharding.make_mesh(config.mesh)
   meta, base_params = {}, None
   if config.finetune.mode != 'none':
-    meta['finetune'], base_params = _finetune_base(config, ckpt, mesh)
+    meta['finetune'], base_params = load_base(config, mesh, ckpt.saved_meta())
   tok = tokenizer_lib.load(config.data.tokenizer)
   mconfig = workdir_lib.model_config(config, tok)
   meta.update(model=config.model.to_dict(), tokenizer=config.data.tokenizer)
@@ -193,15 +193,16 @@ def train_and_evaluate(config, workdir):
   return trainer, last
 
 
-def _finetune_base(config, ckpt, mesh):
-  """Loads the base of a fine-tuning run; sets config's model and tokenizer to the base's.
+def load_base(config, mesh, saved_meta=None):
+  """(finetune meta, base params) of a fine-tuning run; sets config's model and tokenizer to
+  the base's.
 
-  A resumed run keeps the base step it started from (its meta records it), even if the base
-  workdir has newer checkpoints since.
+  saved_meta: the run's checkpoint meta when resuming: the run then keeps the base step it
+  started from, even if the base workdir has newer checkpoints since.
   """
   ft = config.finetune
   peft.check_config(ft)
-  saved = (ckpt.saved_meta() or {}).get('finetune')
+  saved = (saved_meta or {}).get('finetune')
   if saved and saved.get('base') == str(pathlib.Path(ft.base).expanduser().absolute()):
     base, step = saved['base'], saved['base_step']
   else:

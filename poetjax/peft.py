@@ -89,10 +89,11 @@ def frozen(mode):
 
 
 def _einsum_parts(einsum):
-  """'bte,ehd->bthd' -> ('bte', 'ehd', 'bthd')."""
+  """'bte,ehd->bthd' -> ('bte', 'ehd', 'bthd', {'e': size, ...}, {'e': logical axis, ...})."""
   lhs, out = einsum.einsum_str.replace(' ', '').split('->')
   x, kernel = lhs.split(',')
-  return x, kernel, out
+  shape = dict(zip(kernel, einsum.kernel.shape))
+  return x, kernel, out, shape, dict(zip(kernel, _axes(einsum.kernel)))
 
 
 def _axes(variable):
@@ -115,12 +116,11 @@ class LoRA(nnx.Module):
   """
 
   def __init__(self, base, rank, alpha, dropout, *, rngs):
-    x, kernel, out = _einsum_parts(base)
+    x, kernel, out, shape, axes = _einsum_parts(base)
     r = next(c for c in 'rzyxw' if c not in x + kernel + out)
     contracted = ''.join(c for c in kernel if c in x)
     produced = ''.join(c for c in kernel if c not in x)
     kept = ''.join(c for c in x if c not in contracted)
-    shape, axes = dict(zip(kernel, base.kernel.shape)), dict(zip(kernel, _axes(base.kernel)))
     self.base = base
     self.scale = alpha / rank
     self.down = f'{x},{contracted}{r}->{kept}{r}'
@@ -157,11 +157,10 @@ class Biased(nnx.Module):
   """base(x) + bias: BitFit's bias over the dims an nnx.Einsum produces, zero at first."""
 
   def __init__(self, base, *, rngs):
-    x, kernel, out = _einsum_parts(base)
+    x, kernel, out, shape, axes = _einsum_parts(base)
     produced = ''.join(c for c in kernel if c not in x)
     if not out.endswith(produced):
       raise ValueError(f'BitFit needs the produced dims last in {base.einsum_str!r}.')
-    shape, axes = dict(zip(kernel, base.kernel.shape)), dict(zip(kernel, _axes(base.kernel)))
     self.base = base
     self.bias = BiasParam(_init_with_axes(nnx.initializers.zeros,
                                           tuple(axes[c] for c in produced))(

@@ -96,6 +96,13 @@ def _on_mesh(abstract_state, mesh):
                       abstract_state, shardings)
 
 
+def _abstract_params(mconfig, mesh):
+  """The Params of a plain Transformer as shapes placed on `mesh`, to restore into."""
+  with sharding.use(mesh):
+    abstract = nnx.state(nnx.eval_shape(lambda: train.create_model(mconfig)), nnx.Param)
+  return _on_mesh(abstract, mesh)
+
+
 def load_params(workdir, step, mesh):
   """(params, config): the model Params of a pretraining run's step, on `mesh`.
 
@@ -106,10 +113,8 @@ def load_params(workdir, step, mesh):
     raise ValueError(f'{workdir} is a {finetune_mode(config)} fine-tuning run, which holds '
                      'adapters only: use its base, or load it with workdir.load.')
   mconfig = model_config(config, tokenizer_lib.load(config.data.tokenizer))
-  with sharding.use(mesh):
-    abstract = nnx.state(nnx.eval_shape(lambda: train.create_model(mconfig)), nnx.Param)
   with checkpoint.Checkpointer(pathlib.Path(workdir), config.checkpoint) as ckpt:
-    return ckpt.restore_params(_on_mesh(abstract, mesh), choose_step(ckpt, step)), config
+    return ckpt.restore_params(_abstract_params(mconfig, mesh), choose_step(ckpt, step)), config
 
 
 def build(mconfig, mesh, params, finetune=None):
@@ -166,9 +171,7 @@ def load(workdir, step='latest', mesh=None, *, adapter=None, merge=False):
       config.model = with_base_model(config.model, base_config.model)
     mconfig = model_config(config, tok)
     if params is None:
-      with sharding.use(mesh):
-        abstract = nnx.state(nnx.eval_shape(lambda: train.create_model(mconfig)), nnx.Param)
-      params = ckpt.restore_params(_on_mesh(abstract, mesh), chosen)
+      params = ckpt.restore_params(_abstract_params(mconfig, mesh), chosen)
       net = build(mconfig, mesh, params)
     else:
       net = build(mconfig, mesh, params, config.finetune)

@@ -21,7 +21,6 @@ import time
 
 from flax import nnx
 import jax
-import numpy as np
 
 from poetjax import checkpoint
 from poetjax import configs
@@ -72,10 +71,8 @@ def method_config(args, fields, lr):
 def base_bits(config):
   """The base model's bits per character on the validation subset (no training)."""
   mesh = sharding.make_mesh(config.mesh)
-  base, step = workdir_lib.resolve_base(config.finetune)
-  params, base_config = workdir_lib.load_params(base, step, mesh)
-  config.model = workdir_lib.with_base_model(config.model, base_config.model)
-  tok = tokenizer_lib.load(base_config.data.tokenizer)
+  _, params = loop.load_base(config, mesh)
+  tok = tokenizer_lib.load(config.data.tokenizer)
   mconfig = workdir_lib.model_config(config, tok)
   trainer = train.Trainer(mconfig, config.train, mesh, base_params=params)
   _, val_source = loop.prepare_data(config.data)
