@@ -95,7 +95,7 @@ def control_ids(tok, args, label):
     ids.append(i)
   if args.style:
     i = tok.sp.piece_to_id(args.style)
-    if i == tok.unk_id or not tok.sp.is_control(i):
+    if i not in tok.label_ids:
       raise ValueError(f'{args.style!r} is not a control piece of the tokenizer.')
     ids.append(i)
   return ids

@@ -281,8 +281,9 @@ def _output(out, logprob, stuck, cstate, stop_ids, max_new_tokens):
 
 
 def banned_ids(tokenizer, vocab_size):
-  """Ids a poem never contains: pad/bos/unk, control pieces, the vocab's round-up (eos is allowed)."""
-  banned = [tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id]
+  """Ids a poem never contains: pad/bos/unk, control pieces, the style labels and sentinels,
+  the vocab's round-up (eos is allowed)."""
+  banned = [tokenizer.pad_id, tokenizer.bos_id, tokenizer.unk_id, *tokenizer.label_ids]
   banned += [i for i in range(tokenizer.vocab_size) if tokenizer.sp.is_control(i)
              and i != tokenizer.eos_id]
   banned += list(range(tokenizer.vocab_size, vocab_size))

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from poetjax import sampler
 from poetjax.data import clean
 from poetjax.data import control
 from poetjax.data import corpus as corpus_lib
@@ -59,6 +60,9 @@ def test_control_pieces_and_sentinels_are_single_ids(corpus, char, subword):
     assert tok.encode('<form:七言绝句>' + _JINGYESI)[0] == i
     assert tok.control_id('author', '李白') is not None
     assert tok.control_id('author', '没有这个人') is None
+    # Exactly these are labels, and the sampler never writes one into a poem.
+    assert tok.label_ids == {tok.encode(p)[0] for p in pieces}
+    assert tok.label_ids <= set(sampler.banned_ids(tok, tok.vocab_size))
 
 
 def test_full_width_punctuation_survives(char):

@@ -8,9 +8,11 @@ Unseen characters are spelled as UTF-8 byte pieces, so any text without spaces r
 (a space comes back as '▁', SentencePiece's whitespace mark; the corpus has none).
 """
 
+import functools
 import pathlib
 
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
 
 from poetjax.data import clean
 from poetjax.data import control
@@ -36,6 +38,14 @@ class Tokenizer:
 
   def decode(self, ids):
     return self.sp.decode([int(i) for i in ids])  # also takes numpy/jax arrays
+
+  @functools.cached_property
+  def label_ids(self):
+    """Ids of the control labels and sentinels: user-defined pieces, which decode to their
+    text (SentencePiece's own control pieces decode to nothing), so no poem may contain one."""
+    proto = sentencepiece_model_pb2.ModelProto.FromString(self.sp.serialized_model_proto())
+    user = sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED
+    return frozenset(i for i, p in enumerate(proto.pieces) if p.type == user)
 
   def control_id(self, field, value):
     """The id of the `<field:value>` piece, or None when that label has no piece."""
