@@ -173,20 +173,22 @@ def score_rows(poems, num_tunes=10, loose=False, prosody=None):
   for p in poems:
     if p.genre == '词' and (tune := templates.canonical_tune(p.tune)):
       by_tune[tune].append(p)
-  common = sorted(templates.tune_names(), key=lambda t: -_tune_size(t))[:num_tunes]
   ci = []
-  for tune in common:
+  for tune in common_tunes(num_tunes):
     rows[tune] = [check(p.text, tune, prosody) for p in by_tune[tune]]
     ci += rows[tune]
   rows[f'词 (top {num_tunes})'] = ci
-  return {name: _pool(reports) for name, reports in rows.items()}
+  return {name: pool(reports) for name, reports in rows.items()}
 
 
-def _tune_size(tune):
-  return templates._tunes()['tunes'][tune]['poems']  # pylint: disable=protected-access
+def common_tunes(n):
+  """The n 词牌 with the most poems in the corpus, most first."""
+  size = lambda t: templates._tunes()['tunes'][t]['poems']  # pylint: disable=protected-access
+  return sorted(templates.tune_names(), key=lambda t: -size(t))[:n]
 
 
-def _pool(reports):
+def pool(reports):
+  """Pooled scores of Reports: shares of poems, and tone and 2-4-6 over positions and lines."""
   n = len(reports)
   share = lambda k: sum(k(r) for r in reports) / n if n else float('nan')
   strict = sum(r.strict_positions for r in reports)

@@ -66,7 +66,8 @@ class KneserNey:
     left = []  # per order below the top: distinct symbols seen before each n-gram
     grams = seq  # at each position, the id of the n-gram of the current order starting there
     for k in range(2, self.order + 1):
-      valid = np.flatnonzero(np.arange(n - k + 1) + k - 1 <= last[:n - k + 1])
+      m = max(n - k + 1, 0)
+      valid = np.flatnonzero(np.arange(m) + k - 1 <= last[:m])
       keys = grams[valid] * s + seq[valid + k - 1]
       uniq, where, inverse = np.unique(keys, return_index=True, return_inverse=True)
       # Each distinct k-gram is one left extension of the (k-1)-gram it ends in.
@@ -103,6 +104,9 @@ class KneserNey:
         nprefix = len(self._counts[k - 2])
         self._totals.append(np.bincount(prefix, weights=a, minlength=nprefix))
         self._types.append(np.bincount(prefix, minlength=nprefix).astype(np.float64))
+    # An order longer than every training text has no n-grams; a zero entry keeps lookups simple.
+    for arrays in (self._counts, self._totals, self._types):
+      arrays[:] = [a if len(a) else np.zeros(1) for a in arrays]
     return self
 
   def _bos_block(self, k):
@@ -117,8 +121,8 @@ class KneserNey:
     the n-gram was not seen in training or would cross the end of a poem."""
     n = len(seq)
     out = np.full(n, -1, np.int64)
-    starts = np.arange(n - k + 1)
-    ok = np.flatnonzero((grams[:n - k + 1] >= 0) & (starts + k - 1 <= last[:n - k + 1]))
+    m = max(n - k + 1, 0)  # texts shorter than k in all have no k-gram
+    ok = np.flatnonzero((grams[:m] >= 0) & (np.arange(m) + k - 1 <= last[:m]))
     keys = grams[ok] * self._size + seq[ok + k - 1]
     table = self._keys[k - 1]
     at = np.minimum(np.searchsorted(table, keys), len(table) - 1)
@@ -134,10 +138,11 @@ class KneserNey:
   def _ids(self, text):
     return self._code_ids(_encode([text])[0]).tolist()
 
-  def bits(self, texts):
-    """(total bits, Han characters) of `texts`, each poem scored as <s> text </s>."""
+  def bits(self, texts, per_text=False):
+    """(total bits, Han characters) of `texts`, each poem scored as <s> text </s>; per_text:
+    (bits, Han characters) as arrays with one entry per text."""
     texts = list(texts)
-    han = sum(clean.count_han(t) for t in texts)
+    han = np.asarray([clean.count_han(t) for t in texts], np.int64)
     codes, bounds = _encode(texts)
     seq, last = _sequences(self._code_ids(codes), bounds)
     del codes
@@ -170,7 +175,10 @@ class KneserNey:
       types = self._types[k - 1][np.maximum(ctx, 0)]
       mixed = np.maximum(count - d, 0) / safe + d * types / safe * p
       p = np.where(known, mixed, p)
-    return float(-np.log2(p).sum()), han
+    if per_text:
+      poem = np.cumsum(seq == _BOS_ID) - 1
+      return np.bincount(poem[targets], -np.log2(p), minlength=len(texts)), han
+    return float(-np.log2(p).sum()), int(han.sum())
 
   def distribution(self, context=''):
     """P(next | <s> context) over self.symbols (</s>, <unk>, then the characters)."""
@@ -215,10 +223,10 @@ class KneserNey:
     return float(self.distribution(context)[i - 1])
 
 
-def unigram_bits(train_texts, texts):
+def unigram_bits(train_texts, texts, per_text=False):
   """(total bits, Han characters) of `texts` under add-one smoothed character counts of
   `train_texts`, each poem scored as text </s> like KneserNey.bits; unseen characters share
-  one unknown slot."""
+  one unknown slot. per_text: arrays with one entry per text."""
   counts = {}
   for t in train_texts:
     for c in t:
@@ -226,12 +234,11 @@ def unigram_bits(train_texts, texts):
     counts[EOS] = counts.get(EOS, 0) + 1
   total = sum(counts.values()) + len(counts) + 1
   unk = math.log2(total)
-  bits = han = 0.0
-  for t in texts:
-    for c in list(t) + [EOS]:
-      bits += math.log2(total / (counts[c] + 1)) if c in counts else unk
-    han += clean.count_han(t)
-  return bits, int(han)
+  texts = list(texts)
+  bits = np.asarray([sum(math.log2(total / (counts[c] + 1)) if c in counts else unk
+                         for c in list(t) + [EOS]) for t in texts], np.float64)
+  han = np.asarray([clean.count_han(t) for t in texts], np.int64)
+  return (bits, han) if per_text else (float(bits.sum()), int(han.sum()))
 
 
 def _encode(texts):

@@ -3,6 +3,7 @@
 import random
 
 import pytest
+from sacrebleu.metrics import BLEU
 
 from poetjax import diversity
 
@@ -28,6 +29,16 @@ def test_self_bleu():
   assert diversity.self_bleu(['白日依山尽', '黄河入海流']) == 0.0
   with pytest.raises(ValueError):
     diversity.self_bleu(['白日依山尽'])
+
+
+def test_self_bleu_equals_sacrebleu_against_all_others():
+  rng = random.Random(0)
+  pool = '白日依山尽黄河入海流欲穷千里目更上一层楼'
+  texts = [''.join(rng.choice(pool) for _ in range(rng.randint(0, 14))) + '。' for _ in range(40)]
+  texts += texts[:3] + TRAIN  # repeats: a text holding an n-gram's top count with another
+  bleu = BLEU(tokenize='zh', effective_order=True)
+  slow = [bleu.sentence_score(t, texts[:i] + texts[i + 1:]).score for i, t in enumerate(texts)]
+  assert diversity.self_bleu(texts) == pytest.approx(sum(slow) / len(slow), rel=1e-12)
 
 
 def test_chrf_bleu():

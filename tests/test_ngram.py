@@ -107,6 +107,9 @@ def test_matches_reference(order):
   bits, han = model.bits(test)
   assert bits == pytest.approx(expected, rel=1e-12)
   assert han == sum(c in '山水风月花雪' for t in test for c in t)
+  per_text, per_han = model.bits(test, per_text=True)
+  assert per_text == pytest.approx([model.bits([t])[0] for t in test], rel=1e-12)
+  assert per_han.tolist() == [model.bits([t])[1] for t in test]
 
 
 def test_unigram_bits_add_one():
@@ -114,6 +117,9 @@ def test_unigram_bits_add_one():
   bits, han = ngram.unigram_bits(['山水', '山'], ['山', '雪'])
   assert han == 2
   assert bits == pytest.approx(2 * math.log2(3) + math.log2(9) + math.log2(3))
+  per_text, per_han = ngram.unigram_bits(['山水', '山'], ['山', '雪'], per_text=True)
+  assert per_text == pytest.approx([2 * math.log2(3), math.log2(9) + math.log2(3)])
+  assert per_han.tolist() == [1, 1]
 
 
 def test_higher_orders_fit_poetry_better():

@@ -110,6 +110,11 @@ def data_source(data_dir, split, script='simplified'):
     raise FileNotFoundError(
         f'No prepared dataset chinese_poetry/{script} in {data_dir}. Build it with '
         f'`python -m poetjax.data build {data_dir} --corpus_dir PATH --script {script}`.')
+  if split not in builder.info.splits:
+    raise FileNotFoundError(
+        f'The prepared chinese_poetry/{script} in {data_dir} has no {split!r} split (it has '
+        f'{", ".join(builder.info.splits)}); remove it and build it again with `python -m '
+        f'poetjax.data build {data_dir} --corpus_dir PATH --script {script}`.')
   return _TextSource(builder.as_data_source(split=split))
 
 
