@@ -85,8 +85,9 @@ def form_sets(prepared, tok, settings, progress=None):
     row_templates, system, label = sample_cli.form_templates(args, n)
     prompt = sample_cli.control_ids(tok, args, label)
     chars = sum(line.length + 1 for line in row_templates[0].lines) + 1
-    free, _ = sample(prepared, tok, [prompt] * n, seed=settings.seed,
-                     max_new=chars + chars // 4 + 8, settings=settings, progress=progress)
+    # A few tokens past the form's length show a poem that runs over (it fails the format).
+    free, _ = sample(prepared, tok, [prompt] * n, seed=settings.seed, max_new=chars + 8,
+                     settings=settings, progress=progress)
     rule = lambda rows, t=row_templates, s=system: constraints.build(
         tok, [t[r] for r in rows], len(rows), vocab_size=prepared.config.vocab_size,
         tones='strict', rhyme_system=s)
@@ -175,10 +176,11 @@ def style_requests(field, classes, train, tok):
       form = _most_common(train, 'form', lambda e, g=label: e['genre'] == g)[0][0]
       requests.append((label, [piece('form', form)]))
   else:
+    mine = [e for e in train if e['author'] in set(classes)]
     for label in classes:
-      mine = lambda e, a=label: e['author'] == a
-      dynasty = _most_common(train, 'dynasty', mine)[0][0]
-      form = _most_common(train, 'form', mine)[0][0]
+      of_author = lambda e, a=label: e['author'] == a
+      dynasty = _most_common(mine, 'dynasty', of_author)[0][0]
+      form = _most_common(mine, 'form', of_author)[0][0]
       requests.append((label, [piece('dynasty', dynasty), piece('form', form),
                                piece('author', label)]))
   # A label without its own control token cannot be asked for.

@@ -76,10 +76,11 @@ def _cjk_chars():
 
 
 def drawable(text):
-  """text with the characters the font lacks (rare ones of CJK Extension B and beyond) shown as
-  〓, the printers' mark for a missing character, rather than as an empty box."""
+  """text with the characters the font lacks (rare ones of CJK Extension B and beyond) and
+  unprintable ones shown as 〓, the printers' mark for a missing character, not as a box."""
   chars = _cjk_chars()
-  return ''.join(c if ord(c) < 0x2e80 or ord(c) in chars else '〓' for c in text)
+  return ''.join(c if c.isprintable() and (ord(c) < 0x2e80 or ord(c) in chars) else '〓'
+                 for c in text)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ checkpoints hold only what it trained; its meta.json names the base workdir and 
 from, and loading it loads that base first.
 """
 
+import dataclasses
 import json
 import pathlib
 
@@ -47,6 +48,14 @@ def model_config(config, tokenizer):
     raise ValueError(f'model.vocab_size={c.vocab_size} is smaller than the tokenizer '
                      f'{config.data.tokenizer!r} ({tokenizer.vocab_size} pieces).')
   return c
+
+
+def runnable_here(mconfig):
+  """A model config trained with cuDNN attention, for loading where there is no GPU: XLA's
+  attention computes the same function."""
+  if mconfig.attention_impl == 'cudnn' and jax.default_backend() != 'gpu':
+    return dataclasses.replace(mconfig, attention_impl=None)
+  return mconfig
 
 
 def with_base_model(model, base_model):
@@ -169,7 +178,7 @@ def load(workdir, step='latest', mesh=None, *, adapter=None, merge=False):
       base_dir, base_step = (workdir, 'latest') if adapter else (base['base'], base['base_step'])
       params, base_config = load_params(base_dir, base_step, mesh)
       config.model = with_base_model(config.model, base_config.model)
-    mconfig = model_config(config, tok)
+    mconfig = runnable_here(model_config(config, tok))
     if params is None:
       params = ckpt.restore_params(_abstract_params(mconfig, mesh), chosen)
       net = build(mconfig, mesh, params)

@@ -14,6 +14,7 @@ from poetjax import evaluate
 from poetjax import likelihood
 from poetjax import loop
 from poetjax import model as model_lib
+from poetjax import workdir as workdir_lib
 from poetjax.data import tokenizer as tokenizer_lib
 
 POEMS = [  # the second is longer than the windows below
@@ -155,3 +156,8 @@ def test_bad_input_ends_with_one_clear_message(runs, tmp_path):
   with pytest.raises(SystemExit, match='does not fit the base'):
     evaluate.main(['--workdir', str(runs / 'base'), '--adapter', str(runs / 'lora'), '--quiet',
                    '--out', str(tmp_path / 'x')])
+
+
+def test_a_run_trained_with_cudnn_attention_loads_without_a_gpu():
+  config = model_lib.config_for('tiny', attention_impl='cudnn')
+  assert workdir_lib.runnable_here(config).attention_impl is None  # the tests run on the CPU
