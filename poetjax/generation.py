@@ -161,14 +161,15 @@ def _most_common(examples, key, where):
 def style_requests(field, classes, train, tok):
   """[(label, prompt ids)]: the labels of a classifier's classes asked for with control tokens.
 
-  dynasty: the 5 largest, each as a 七言绝句 (a form every later dynasty wrote, so the form
+  dynasty: the 5 with the most 七言绝句, each asked as one (one form for all, so the form
   does not give the dynasty away); genre: 诗 词 曲 through the commonest form of each; author:
   every class, with the author's commonest dynasty and form in front, as in training.
   """
   piece = lambda f, v: tok.control_id(f, v)
   requests = []
   if field == 'dynasty':
-    for label, _ in _most_common(train, 'dynasty', lambda e: e['dynasty'] in classes)[:5]:
+    wrote = lambda e: e['dynasty'] in classes and e['form'] == '七言绝句'
+    for label, _ in _most_common(train, 'dynasty', wrote)[:5]:
       ids = [piece('dynasty', label), piece('form', '七言绝句')]
       requests.append((label, ids))
   elif field == 'genre':
