@@ -195,7 +195,7 @@ def style_control(prepared, tok, classifier, requests, settings, progress=None):
   prompts = [ids for _, ids in requests for _ in range(settings.style_samples)]
   texts, _ = sample(prepared, tok, prompts, seed=settings.seed, max_new=STYLE_MAX_NEW,
                     settings=settings, progress=progress)
-  hit = np.asarray(classifier.predict(texts)) == np.asarray(labels)
+  hit = np.asarray(classifier.predict(texts) if texts else []) == np.asarray(labels)
   per_label = {label: float(hit[[l == label for l in labels]].mean()) for label, _ in requests}
   return {'requested': len(texts), 'control_accuracy': float(hit.mean()) if len(hit) else None,
           'per_label': per_label}, texts, labels
