@@ -26,6 +26,7 @@ writes comparison.md, comparison.json and comparison.png. The n-gram baselines a
 """
 
 import argparse
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -193,31 +194,33 @@ def generation_section(prepared, tok, data, settings, args):
     sets = generation.form_sets(prepared, tok, settings, progress=bar.update)
   human = generation.human_sets(data.test, settings)
   loose = settings.tones == 'loose'
-  rows, pooled = [], {}
+  rows, samples, shown, found = [], [], [], []
+  pooled = collections.defaultdict(lambda: ([], [], []))  # source -> texts, reports, matches
   for form in forms:
-    for source, texts in (('model', sets[form]['model']),
-                          ('model constrained', sets[form]['model constrained']),
-                          ('human', human[form])):
+    by_source = {'model': sets[form]['model'], 'model constrained': sets[form]['model constrained'],
+                 'human': human[form]}
+    for source, texts in by_source.items():
+      samples += [{'form': form, 'source': source, 'text': t} for t in texts]
       if not texts:
         continue
       reports = [generation.check(t, form, loose) for t in texts]
-      row = generation.measure(texts, reports, data.index)
+      matches = [data.index.longest_match(t) for t in texts]  # once per poem: a few ms each
+      row = generation.measure(texts, reports, matches, data.index)
       if source == 'model constrained':
         row['stuck'] = float(np.mean(sets[form]['stuck']))
       rows.append({'form': form, 'source': source, **row})
-      texts_all, reports_all = pooled.setdefault(source, ([], []))
-      texts_all += texts
-      reports_all += reports
-  for source, (texts, reports) in pooled.items():
-    rows.append({'form': 'all', 'source': source, **generation.measure(texts, reports, data.index)})
-  samples = [{'form': form, 'source': source, 'text': text}
-             for form in forms for source in ('model', 'model constrained', 'human')
-             for text in (sets[form][source] if source != 'human' else human[form])]
-  shown = [s for form in forms for source in ('model constrained', 'model', 'human')
-           for s in [x for x in samples if x['form'] == form and x['source'] == source]
-           [:SHOWN_SAMPLES]]
-  return {'forms': forms, 'rows': rows,
-          'memorised': generation.memorised(sets, data.index, data.train)}, samples, shown
+      for part, new in zip(pooled[source], (texts, reports, matches)):
+        part += new
+      if source != 'human':
+        found += [(m, form, source, t) for t, m in zip(texts, matches)]
+    shown += [{'form': form, 'source': source, 'text': t}
+              for source in ('model constrained', 'model', 'human')
+              for t in by_source[source][:SHOWN_SAMPLES]]
+  for source, (texts, reports, matches) in pooled.items():
+    rows.append({'form': 'all', 'source': source,
+                 **generation.measure(texts, reports, matches, data.index)})
+  return ({'forms': forms, 'rows': rows, 'memorised': generation.memorised(found, data.train)},
+          samples, shown)
 
 
 def style_section(prepared, tok, data, settings, args):

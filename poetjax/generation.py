@@ -61,8 +61,7 @@ def sample(prepared, tok, prompts, *, seed, max_new, settings, constraint=None, 
         temperature=settings.temperature, top_p=settings.top_p,
         repetition_penalty=settings.repetition_penalty, seed=[seed + r for r in rows],
         constraint=constraint and constraint(rows), **options)
-    for row, n in zip(out.tokens.tolist(), out.lengths):
-      texts.append(tok.decode([i for i in row[:n] if i != tok.eos_id]))
+    texts += sampler.texts(tok, out)
     stuck += out.stuck.tolist()
     if progress:
       progress(len(rows))
@@ -84,7 +83,7 @@ def form_sets(prepared, tok, settings, progress=None):
     n = settings.samples
     row_templates, system, label = sample_cli.form_templates(args, n)
     prompt = sample_cli.control_ids(tok, args, label)
-    chars = sum(line.length + 1 for line in row_templates[0].lines) + 1
+    chars = row_templates[0].max_tokens
     # A few tokens past the form's length show a poem that runs over (it fails the format).
     free, _ = sample(prepared, tok, [prompt] * n, seed=settings.seed, max_new=chars + 8,
                      settings=settings, progress=progress)
@@ -124,31 +123,27 @@ def check(text, form, loose):
         long_lines=sum(line.length >= 4 for line in t.lines))
 
 
-def measure(texts, reports, index):
-  """One report row: the checker's pooled rates, diversity and novelty of a set of poems."""
+def measure(texts, reports, matches, index):
+  """One report row: the checker's pooled rates, diversity and novelty of a set of poems;
+  matches: each text's longest match in the train split (index.longest_match)."""
   row = checker.pool(reports)
-  matches = [index.longest_match(t).length for t in texts]
+  lengths = [m.length for m in matches]
   row.update(
       distinct_1=diversity.distinct_n(texts, 1), distinct_2=diversity.distinct_n(texts, 2),
       self_bleu=diversity.self_bleu(texts) if len(texts) > 1 else None,
       copied_lines=index.copied_share(texts),
-      longest_match_mean=float(np.mean(matches)) if matches else None,
-      longest_match_max=int(max(matches)) if matches else None)
+      longest_match_mean=float(np.mean(lengths)) if lengths else None,
+      longest_match_max=int(max(lengths)) if lengths else None)
   return row
 
 
-def memorised(sets, index, train, k=5):
-  """The k generated poems with the longest verbatim match in the train split."""
-  found = []
-  for form, by_source in sets.items():
-    for source in ('model', 'model constrained'):
-      for text in by_source[source]:
-        m = index.longest_match(text)
-        found.append((m.length, form, source, text, m))
-  found.sort(key=lambda f: -f[0])
-  return [{'length': length, 'form': form, 'source': source, 'text': text, 'match': m.text,
+def memorised(found, train, k=5):
+  """The k generated poems with the longest verbatim match in the train split, from
+  (match, form, source, text) of each."""
+  found = sorted(found, key=lambda f: -f[0].length)
+  return [{'length': m.length, 'form': form, 'source': source, 'text': text, 'match': m.text,
            'train_title': train[m.poem]['title'], 'train_author': train[m.poem]['author']}
-          for length, form, source, text, m in found[:k]]
+          for m, form, source, text in found[:k]]
 
 
 # ---- style control
@@ -240,8 +235,8 @@ def continuation(prepared, tok, test, train, settings, progress=None):
         tok, [v[r % len(v)] for r in part], len(part), vocab_size=prepared.config.vocab_size,
         tones='off', rhyme='off', first_line=[firsts[rows[r]] for r in part])
     prompt = [tok.bos_id, tok.control_id('form', form)]
-    chars = sum(line.length + 1 for line in variants[0].lines) + 1
-    texts, _ = sample(prepared, tok, [prompt] * len(rows), seed=settings.seed, max_new=chars,
+    texts, _ = sample(prepared, tok, [prompt] * len(rows), seed=settings.seed,
+                      max_new=variants[0].max_tokens,
                       settings=settings, constraint=rule, progress=progress)
     for i, text in zip(rows, texts):
       made[i] = text

@@ -31,10 +31,11 @@ from matplotlib import patches
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from poetjax import report as report_lib
+
 DPI = 120
 FONT_FILE = 'NotoSerifCJKsc-Regular.otf'
 LM_ROWS = ('model', 'model + labels', 'KN-3', 'KN-4', 'KN-5', 'unigram')
-SOURCES = ('model', 'model constrained', 'human')
 # (key, label, scale): shares in 0..1; self-BLEU is on sacrebleu's 0-100 scale.
 GENERATION_METRICS = (('format', 'format', 1), ('rhyme', 'rhyme', 1),
                       ('alternation_246', '2-4-6\nalternation', 1),
@@ -54,24 +55,27 @@ _MARK_COLOURS = {'平': '#1f5fbf', '仄': '#c0392b', '中': '#7f7f7f', '？': '#
 # ---- fonts and saving
 
 @functools.cache
-def cjk_family():
-  """The family name of the CJK font, registered with matplotlib on the first call."""
+def _font_path():
   spec = importlib.util.find_spec('mplfonts')
   path = spec and pathlib.Path(spec.submodule_search_locations[0]) / 'fonts' / FONT_FILE
   if not path or not path.is_file():
     raise RuntimeError(f'The Chinese font {FONT_FILE} comes with the mplfonts package: '
                        "pip install 'mplfonts>=0.0.11,<0.1'")
-  font_manager.fontManager.addfont(str(path))
-  return font_manager.FontProperties(fname=str(path)).get_name()
+  return path
+
+
+@functools.cache
+def cjk_family():
+  """The family name of the CJK font, registered with matplotlib on the first call."""
+  font_manager.fontManager.addfont(str(_font_path()))
+  return font_manager.FontProperties(fname=str(_font_path())).get_name()
 
 
 @functools.cache
 def _cjk_chars():
   """The code points the CJK font has glyphs for."""
   from fontTools import ttLib  # pylint: disable=g-import-not-at-top  (matplotlib's dependency)
-  cjk_family()
-  path = pathlib.Path(importlib.util.find_spec('mplfonts').submodule_search_locations[0])
-  with ttLib.TTFont(path / 'fonts' / FONT_FILE, lazy=True) as font:
+  with ttLib.TTFont(_font_path(), lazy=True) as font:
     return frozenset(font.getBestCmap())
 
 
@@ -284,7 +288,7 @@ def generation_bars(report, path):
              if any(_num(r.get(key)) is not None for r in rows)]
   if not metrics:
     return None
-  sources = _ordered(SOURCES, by_source)
+  sources = _ordered(report_lib.SOURCES, by_source)
   series = {s: [None if _num(by_source[s].get(k)) is None else _num(by_source[s][k]) / scale
                 for k, _, scale in metrics] for s in sources}
   labels = {s: f'{s} (n={by_source[s]["n"]})' if _num(by_source[s].get('n')) else s

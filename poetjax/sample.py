@@ -113,7 +113,7 @@ def write(model, tok, args):
       keywords=[w for w in args.keywords.split(',') if w], keyword_boost=args.keyword_boost,
       rhyme_system=system)
   prompt = control_ids(tok, args, label)
-  max_new = sum(line.length + 1 for line in row_templates[0].lines) + 1
+  max_new = row_templates[0].max_tokens
   common = dict(max_new_tokens=max_new, constraint=cons,
                 **sampler.text_options(tok, model.config.vocab_size))
   prepared = sampler.prepare(model, args.dtype)

@@ -195,7 +195,7 @@ def prepare(model, dtype=None):
   return Prepared(graphdef, state, config)
 
 
-def _unpack(model):
+def unpack(model):
   """(graphdef, state, config) of a model or of prepare's result."""
   if isinstance(model, Prepared):
     return model
@@ -251,7 +251,7 @@ def generate(model, prompts, *, max_new_tokens=64, temperature=1.0, top_k=0, top
 
 def _inputs(model, prompts, pad_id, banned_ids, stop_ids):
   """(graphdef, state, tokens, pad, banned mask, stop ids, pad id) as the jitted loops take them."""
-  graphdef, state, config = _unpack(model)
+  graphdef, state, config = unpack(model)
   vocab = config.vocab_size
   bad = sorted({i for p in prompts for i in p if not 0 <= i < vocab})
   if bad:
@@ -300,9 +300,14 @@ def sample(model, tokenizer, prompts, *, max_len=64, temperature=0.8, top_k=40, 
            seed=0):
   """One poem per prompt (control pieces and/or opening text); returns the generated text."""
   encoded = [[tokenizer.bos_id, *tokenizer.encode(p)] for p in prompts]
-  model = _unpack(model)
+  model = unpack(model)
   out = generate(model, encoded, max_new_tokens=max_len, temperature=temperature, top_k=top_k,
                  top_p=top_p, seed=seed, **text_options(tokenizer, model.config.vocab_size))
+  return texts(tokenizer, out)
+
+
+def texts(tokenizer, out):
+  """The text of each row of an Output, without its eos."""
   return [tokenizer.decode([i for i in row[:n] if i != tokenizer.eos_id])
           for row, n in zip(out.tokens.tolist(), out.lengths)]
 

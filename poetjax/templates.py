@@ -66,6 +66,12 @@ class Template:
   def num_chars(self):
     return sum(line.length for line in self.lines)
 
+  @property
+  def max_tokens(self):
+    """Tokens of a poem in this form written one character per piece: characters, line ends,
+    eos. A subword tokenizer needs fewer."""
+    return self.num_chars + len(self.lines) + 1
+
 
 def segments(text):
   """(characters, end) per line of a poem, cut at every mark (、 too); ends as templates write

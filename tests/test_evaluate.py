@@ -82,12 +82,7 @@ def _config(corpus_dir, data_dir, **overrides):
   c.loop.log_every, c.loop.eval_every, c.loop.eval_batches = 4, 8, 2
   c.loop.unigram_batches, c.loop.peak_flops = 2, 1e9
   c.checkpoint.every_steps = 8
-  for dotted, value in overrides.items():
-    node = c
-    *parents, leaf = dotted.split('.')
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
+  c.update_from_flattened_dict(overrides)
   return c
 
 

@@ -61,12 +61,7 @@ def _load(path, **overrides):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config()
-  for dotted, value in overrides.items():
-    node = config
-    *parents, leaf = dotted.split('.')
-    for name in parents:
-      node = node[name]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)
   return config
 
 
