@@ -8,11 +8,16 @@ Part 1, same shape, same CPU, one process, interleaved: `sampler.generate` (jitt
 64 new tokens (no early stop), top-k 50 sampling, batch 1 and 16, float32.
 Part 2: our sampler at the char tokenizer's vocab, 七言绝句 with hard 平仄 and rhyme against
 unconstrained, batch 1 and 16: the cost of the constraints.
+Part 3, the ceilings: a decode loop of the same model's matmuls alone (each step the kernels in
+turn, nothing else), interleaved with the rest, and at batch 1 the memory roofline: param bytes
+per token over the DRAM bandwidth measured here. No float32 sampler of this model on this CPU
+passes them.
 Prints a table and one JSON line. Medians of interleaved repeats; quote the ratios.
 """
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -20,6 +25,7 @@ import time
 
 from flax import nnx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from poetjax import constraints
@@ -61,6 +67,47 @@ def gpt2(torch, transformers):
   return run
 
 
+def dram_bandwidth(repeats, megabytes=512):
+  """Bytes/s of a jitted sum over an array far larger than the CPU's caches."""
+  x = jnp.ones(megabytes * 2**20 // 4, jnp.float32)
+  total = jax.jit(jnp.sum)
+  total(x).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    total(x).block_until_ready()
+    times.append(time.perf_counter() - start)
+  return x.nbytes / statistics.median(times)
+
+
+def matmuls_alone(model, batch):
+  """A peer that is a decode loop of matmuls alone: NEW steps of `batch` rows through every
+  kernel in turn (each product feeds the next, as in the model), the tied output head last."""
+  kernels, head = [], None
+  for path, x in jax.tree_util.tree_flatten_with_path(model.state)[0]:
+    names = [str(getattr(k, 'key', k)) for k in path]
+    if 'embedding' in names:
+      head = x.T  # [embed, vocab]
+    elif 'kernel' in names:  # Einsum kernels: input axes first, two of them for attn.o
+      inputs = 2 if 'o' in names else 1
+      kernels.append(x.reshape(math.prod(x.shape[:inputs]), -1))
+
+  @jax.jit
+  def loop(x, kernels, head):
+    def step(_, x):
+      for k in kernels + [head]:
+        x = jnp.tile(x, (1, -(-k.shape[0] // x.shape[1])))[:, :k.shape[0]] @ k
+      return x[:, :D_MODEL] * 1e-3
+    return jax.lax.fori_loop(0, NEW, step, x)
+
+  rows = jnp.ones((batch, D_MODEL), jnp.float32)
+
+  def run():
+    jax.block_until_ready(loop(rows, kernels, head))
+    return batch * NEW
+  return run
+
+
 def timed(fn, repeats, label, rates):
   """Appends new tokens/s of `repeats` calls of fn() to rates[label]."""
   for _ in range(repeats):
@@ -95,6 +142,7 @@ def main(argv=None):
     peers[f'hf b{batch}'] = lambda b=batch: hf(b)
     peers[f'free b{batch}'] = lambda b=batch: run_ours(big, b, prompt=prompt * b)
     peers[f'form b{batch}'] = lambda b=batch, c=cons: run_ours(big, b, c, prompt * b)
+    peers[f'matmuls b{batch}'] = matmuls_alone(model, batch)
   for fn in peers.values():  # compile and warm up
     fn(), fn()
   rates = {}
@@ -102,21 +150,29 @@ def main(argv=None):
     for label in (list(peers) if r % 2 == 0 else list(peers)[::-1]):
       timed(peers[label], 1, label, rates)
   med = {k: statistics.median(v) for k, v in rates.items()}
+  bandwidth = dram_bandwidth(args.repeats)
+  param_bytes = sum(x.nbytes for x in jax.tree.leaves(model.state))
   result = {'bench': 'sample', 'cpus': os.cpu_count(), 'jax': jax.__version__,
             'torch': torch.__version__, 'transformers': transformers.__version__,
             'd_model': D_MODEL, 'layers': LAYERS, 'heads': HEADS, 'vocab': VOCAB,
             'prompt': PROMPT, 'new_tokens': NEW, 'top_k': TOP_K, 'repeats': args.repeats,
-            'form_vocab': big.config.vocab_size}
-  print(f'{"batch":<7}{"ours tok/s":>12}{"HF tok/s":>10}{"ratio":>8}'
+            'form_vocab': big.config.vocab_size, 'dram_gb_per_s': round(bandwidth / 1e9, 1),
+            'param_mb': round(param_bytes / 1e6, 1),
+            'memory_roofline_b1': round(bandwidth / param_bytes)}
+  print(f'{"batch":<7}{"ours tok/s":>12}{"HF tok/s":>10}{"ratio":>8}{"matmuls alone":>15}'
         f'{"free tok/s":>12}{"七绝 tok/s":>11}{"form cost":>11}')
   for batch in (1, 16):
-    o, h = med[f'ours b{batch}'], med[f'hf b{batch}']
+    o, h, m = med[f'ours b{batch}'], med[f'hf b{batch}'], med[f'matmuls b{batch}']
     f, c = med[f'free b{batch}'], med[f'form b{batch}']
-    print(f'{batch:<7}{o:>12,.0f}{h:>10,.0f}{o / h:>8.2f}{f:>12,.0f}{c:>12,.0f}'
-          f'{1 - c / f:>11.1%}')
+    print(f'{batch:<7}{o:>12,.0f}{h:>10,.0f}{o / h:>8.2f}{m:>9,.0f} ({m / h:.1f}x)'
+          f'{f:>12,.0f}{c:>12,.0f}{1 - c / f:>11.1%}')
     result.update({f'ours_b{batch}': round(o), f'hf_b{batch}': round(h),
-                   f'ratio_b{batch}': round(o / h, 2), f'unconstrained_b{batch}': round(f),
+                   f'ratio_b{batch}': round(o / h, 2), f'matmul_ceiling_b{batch}': round(m),
+                   f'ceiling_ratio_b{batch}': round(m / h, 2), f'unconstrained_b{batch}': round(f),
                    f'constrained_b{batch}': round(c), f'constraint_cost_b{batch}': round(1 - c / f, 3)})
+  print(f'Memory roofline at batch 1: {param_bytes / 1e6:.0f} MB of float32 params per token over '
+        f'{bandwidth / 1e9:.1f} GB/s of DRAM bandwidth = {bandwidth / param_bytes:,.0f} tok/s '
+        f'({bandwidth / param_bytes / med["hf b1"]:.1f}x HF).')
   print(json.dumps(result))
 
 
