@@ -168,7 +168,9 @@ class Checkpointer:
     self.directory.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / (path.name + '.tmp')
     tmp.write_text(json.dumps(self._meta, indent=2, ensure_ascii=False))
-    tmp.rename(path)
+    # replace, not rename: a run killed before its first step was committed leaves a meta.json
+    # with no steps, and rename refused to overwrite it, failing the relaunch's first save.
+    tmp.replace(path)
 
   def restore(self, abstract_state, data_iterator=None, step=None):
     """(state, step, extra) of `step` (default the latest); the iterator is set in place.

@@ -284,6 +284,18 @@ def test_other_model_is_refused_without_touching_the_workdir(tmp_path):
   ckpt.close()
 
 
+def test_meta_left_by_a_run_killed_before_its_first_step_is_replaced(tmp_path):
+  ckpt = checkpoint.Checkpointer(tmp_path, _config(async_save=False))
+  ckpt.check_compatible({'model': {'d_model': 64}})
+  ckpt._write_meta()  # what a kill between the meta and the first committed step leaves
+  ckpt.close()
+  ckpt = checkpoint.Checkpointer(tmp_path, _config(async_save=False))
+  ckpt.check_compatible({'model': {'d_model': 96}})  # no saved step: any model may start
+  assert ckpt.save(1, {'w': jnp.ones(3)})
+  assert ckpt.saved_meta() == {'model': {'d_model': 96}}
+  ckpt.close()
+
+
 def test_corrupt_checkpoint_names_the_step_dir(tmp_path):
   ckpt = checkpoint.Checkpointer(tmp_path, _config(async_save=False))
   state = {'w': jnp.arange(4096.0)}
