@@ -77,6 +77,17 @@ def device_peak_flops(device, override=None):
   return None
 
 
+def call_seconds(fn, repeats):
+  """Wall seconds of each of `repeats` calls of fn(), its result waited for, after a warm-up."""
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - start)
+  return times
+
+
 def measure_matmul_flops(device=None, n=1024, repeats=10):
   """FLOP/s of a jitted float32 n x n matmul on `device`: the practical peak of a CPU.
 
@@ -86,13 +97,7 @@ def measure_matmul_flops(device=None, n=1024, repeats=10):
   device = device or jax.devices()[0]
   a = jax.device_put(jnp.ones((n, n), jnp.float32), device)
   matmul = jax.jit(lambda x: x @ x)
-  matmul(a).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    matmul(a).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return 2 * n ** 3 / min(times)
+  return 2 * n ** 3 / min(call_seconds(lambda: matmul(a), repeats))
 
 
 class Writer:

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from poetjax import constraints
+from poetjax import metrics
 from poetjax import model as model_lib
 from poetjax import sampler
 from poetjax import templates
@@ -71,13 +72,7 @@ def dram_bandwidth(repeats, megabytes=512):
   """Bytes/s of a jitted sum over an array far larger than the CPU's caches."""
   x = jnp.ones(megabytes * 2**20 // 4, jnp.float32)
   total = jax.jit(jnp.sum)
-  total(x).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    total(x).block_until_ready()
-    times.append(time.perf_counter() - start)
-  return x.nbytes / statistics.median(times)
+  return x.nbytes / statistics.median(metrics.call_seconds(lambda: total(x), repeats))
 
 
 def matmuls_alone(model, batch):

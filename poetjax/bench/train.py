@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from poetjax import metrics
 from poetjax import model as model_lib
 from poetjax import sharding
 from poetjax import train
@@ -116,13 +117,7 @@ def matmul_peak(repeats, n=2048, chain=8):
       x = x @ a
     return x
 
-  jax.block_until_ready(f(a))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(f(a))
-    times.append(time.perf_counter() - start)
-  return 2 * n**3 * chain / statistics.median(times)
+  return 2 * n**3 * chain / statistics.median(metrics.call_seconds(lambda: f(a), repeats))
 
 
 def _busy_cpu_seconds():
