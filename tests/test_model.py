@@ -79,8 +79,9 @@ def _reference_attention(attn, x, config):
   kv = np.asarray(attn.kv.kernel[...], np.float64)
   q = np.einsum('bte,ehd->bthd', x, np.asarray(attn.q.kernel[...], np.float64))
   k, v = np.einsum('bte,ehd->bthd', x, kv[:, 0]), np.einsum('bte,ehd->bthd', x, kv[:, 1])
-  sin, cos = (np.asarray(a, np.float64) for a in model._rope(
-      jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape[:2]), config.head_dim, config.rope_base))
+  half = config.head_dim // 2
+  angle = np.arange(x.shape[1])[:, None] * config.rope_base ** (-np.arange(half) / half)
+  sin, cos = np.sin(angle)[None, :, None], np.cos(angle)[None, :, None]
 
   def rotate(a):
     a1, a2 = np.split(a, 2, axis=-1)
@@ -101,10 +102,29 @@ def test_multi_head_attention_matches_reference():
   attn = model.Attention(config, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(1), (B, T, config.d_model))
   positions = jnp.broadcast_to(jnp.arange(T), (B, T))
-  sin, cos = model._rope(positions, config.head_dim, config.rope_base)
+  sin, cos = model._rope(positions, config.head_dim, config.rope_base, 0, T)
   mask = jnp.ones((B, 1, T, T), bool)
   np.testing.assert_allclose(attn(x, sin, cos, mask), _reference_attention(attn, x, config),
                              atol=1e-4)
+
+
+def test_einsum_attention_equals_jax_dot_product_attention():
+  # GQA (4 query heads on 2 kv heads) under a packing mask: two poems and some padding.
+  b, t, heads, kv_heads, d = 2, 12, 4, 2, 16
+  q, k, v = (jax.random.normal(jax.random.key(i), (b, t, h, d))
+             for i, h in enumerate((heads, kv_heads, kv_heads)))
+  segments = jnp.array([[1] * 5 + [2] * 5 + [0] * 2, [1] * 12])
+  mask = segments[:, None, :, None] == segments[:, None, None, :]
+  ours = model._attention(q, k, v, mask)
+  theirs = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=True,
+                                        implementation='xla')
+  np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+def test_a_position_beyond_the_rope_bound_reads_nan_not_a_clamped_angle():
+  sin, cos = model._rope(jnp.array([[0, 3, 4]]), 16, 10_000.0, 0, 4)
+  assert np.isfinite(sin[0, :2]).all() and np.isfinite(cos[0, :2]).all()
+  assert np.isnan(sin[0, 2]).all() and np.isnan(cos[0, 2]).all()
 
 
 def test_grouped_query_equals_multi_head_with_repeated_kv_heads():
