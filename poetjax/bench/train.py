@@ -8,14 +8,15 @@ GPT-2, ours, ...) after a warm-up, in this process, on every core: d_model 384, 
 width 1024: 3 * 384 * 1024 = GPT-2's 2 * 384 * 1536 MLP params and FLOPs; RoPE, no biases);
 GPT-2 is `transformers.GPT2LMHeadModel` with `torch.optim.AdamW` and `clip_grad_norm_`.
 Achieved FLOP/s (6 N + attention, see `model.flops_per_token`) are compared with a float32
-matmul peak measured in the same run. On the 2-core dev box it prints about
+matmul peak measured in the same run. On the 2-core dev box (shared) it printed
 
-    ours (poetjax Trainer)    1,450 tokens/s   125 GFLOP/s   0.70 of peak
-    GPT-2 (transformers)      1,250 tokens/s   107 GFLOP/s   0.60 of peak
-    ratio ours / GPT-2         1.16
+    ours (poetjax Trainer)    1,277 tokens/s   109 GFLOP/s   0.58 of peak
+    GPT-2 (transformers)      1,330 tokens/s   114 GFLOP/s   0.60 of peak
+    ratio ours / GPT-2        0.960   (per repeat: median 0.995)
 
-then one JSON line. The medians of interleaved repeats make the ratio robust to a shared
-machine's noise; the absolute numbers are not.
+and then one JSON line; four runs of the same code gave ratios from 0.95 to 1.02 (the target
+is 1.0). The medians of interleaved repeats make the ratio robust to a shared machine's
+noise; the absolute numbers are not.
 """
 
 import argparse
