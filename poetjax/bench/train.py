@@ -138,13 +138,16 @@ def measure(peers, steps, repeats, warmup):
   that repeats on a quiet machine can be told from the rest.
   """
   data = batches(4)
-  for step, sync in peers.values():
-    for i in range(warmup):
+  names = list(peers)
+  # Warmed up the way they are timed, taking turns: a peer's first steps right after the
+  # other's ran slower than its steady state (caches, allocator pages, idle threads waking).
+  for i in range(warmup):
+    for name in names:
+      step, sync = peers[name]
       step(data[i % len(data)])
-    sync()
+      sync()
   rates = {name: [] for name in peers}
   others = {name: [] for name in peers}
-  names = list(peers)
   for r in range(repeats):
     for name in (names if r % 2 == 0 else names[::-1]):
       step, sync = peers[name]
@@ -164,7 +167,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--steps', type=int, default=3, help='train steps per repeat')
   parser.add_argument('--repeats', type=int, default=7)
-  parser.add_argument('--warmup', type=int, default=3, help='steps before timing (after compile)')
+  parser.add_argument('--warmup', type=int, default=6,
+                      help='steps of each peer, taking turns, before timing (after compile)')
   args = parser.parse_args(argv)
   try:
     import torch  # pylint: disable=g-import-not-at-top
