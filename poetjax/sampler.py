@@ -12,8 +12,9 @@ alone. Decoding is one `lax.while_loop` over a preallocated cache ([b, max_len, 
 head_dim] per layer), stopping early once every row has stopped. Logits go through, in order:
 repetition penalty (CTRL's: a seen token's logit divided by the penalty if positive, multiplied
 if not), the form constraints (poetjax/constraints.py), temperature, top-k, top-p; then argmax
-(temperature 0) or a draw with the key `fold_in(key(seed + row), step)`, so a seed gives the same
-poems on every run, and a row the same poem whatever else is in its batch. Beam search is `beam_search`.
+(temperature 0) or a draw by the step-th uniform of the stream `key(seed + row)`, so a seed gives
+the same poems on every run, a row the same poem whatever else is in its batch, and a shorter
+max_new_tokens a prefix of a longer one. Beam search is `beam_search`.
 """
 
 import dataclasses
@@ -103,11 +104,11 @@ def _largest_threshold(values, measure, target, iterations=40):
   return jnp.where(ok_high, high, jnp.where(measure(snapped) >= target, snapped, low))
 
 
-def draw(keys, logits):
-  """One token per row by inverse CDF: a single uniform per row, not a Gumbel per token."""
+def draw(uniform, logits):
+  """One token per row by inverse CDF: a single uniform in [0, 1) per row, not a Gumbel per token."""
   probs = jax.nn.softmax(logits, axis=-1)
   cdf = jnp.cumsum(probs, axis=-1)
-  u = jax.vmap(jax.random.uniform)(keys) * cdf[:, -1]
+  u = uniform * cdf[:, -1]
   token = (cdf <= u[:, None]).sum(-1)
   # Never land on a zero-probability id through rounding at the top end.
   return jnp.where(jnp.take_along_axis(probs, jnp.minimum(token, probs.shape[-1] - 1)[:, None],
@@ -131,6 +132,10 @@ def _generate(graphdef, state, tokens, pad, banned, stop_ids, pad_id, key, tempe
   vocab = last.shape[-1]
   in_prompt = jnp.arange(length)[None, :] >= pad[:, None]
   seen = jnp.zeros((n, vocab), bool).at[rows[:, None], tokens].max(in_prompt)
+  # All draws' uniforms at once, a stream per row: random bits inside the loop cost each step
+  # two small threefry loops. Step t reads the t-th number of its row's stream whatever
+  # max_new is (threefry is counter-based), so a shorter run is a prefix of a longer one.
+  uniforms = jax.vmap(lambda k: jax.random.uniform(k, (max_new,)))(key)
 
   def cond(carry):
     t, done = carry[0], carry[5]
@@ -150,7 +155,7 @@ def _generate(graphdef, state, tokens, pad, banned, stop_ids, pad_id, key, tempe
     else:
       filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                                use_top_p=use_top_p)
-      token = draw(jax.vmap(jax.random.fold_in, (0, None))(key, t), filtered)  # a stream per row
+      token = draw(uniforms[:, t], filtered)
     token = jnp.where(done, pad_id, token).astype(jnp.int32)
     logprob = logprob + jnp.where(done, 0.0, jax.nn.log_softmax(last)[rows, token])
     if constrain is not None:

@@ -59,6 +59,13 @@ def test_same_seed_same_tokens_other_seed_other_tokens(net):
   assert (a.tokens != c.tokens).any()
 
 
+def test_a_shorter_run_is_a_prefix_of_a_longer_one(net):
+  kw = dict(temperature=1.0, top_k=20, seed=2, pad_id=0)
+  short = sampler.generate(net, PROMPTS, max_new_tokens=7, **kw)
+  long = sampler.generate(net, PROMPTS, max_new_tokens=19, **kw)
+  np.testing.assert_array_equal(short.tokens, long.tokens[:, :7])
+
+
 def test_stop_token_ends_a_row_and_pads_after(net):
   out = sampler.generate(net, PROMPTS, max_new_tokens=20, temperature=1.0, seed=0, pad_id=0,
                          stop_ids=[7, 8, 9, 10, 11, 12])
