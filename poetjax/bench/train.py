@@ -14,8 +14,8 @@ matmul peak measured in the same run. On the 2-core dev box (shared) it printed
     GPT-2 (transformers)      1,330 tokens/s   114 GFLOP/s   0.60 of peak
     ratio ours / GPT-2        0.960   (per repeat: median 0.995)
 
-and then one JSON line; four runs of the same code gave ratios from 0.95 to 1.02 (the target
-is 1.0). The medians of interleaved repeats make the ratio robust to a shared machine's
+and then one JSON line; runs of the same code on two days gave ratios from 0.91 to 1.02
+(the target is 1.0). The medians of interleaved repeats make the ratio robust to a shared machine's
 noise; the absolute numbers are not.
 """
 
