@@ -105,7 +105,7 @@ def _largest_threshold(values, measure, target, iterations=40):
 
 
 def draw(uniform, logits):
-  """One token per row by inverse CDF: a single uniform in [0, 1) per row, not a Gumbel per token."""
+  """One token per row by inverse CDF: one uniform in [0, 1) per row, not a Gumbel per token."""
   probs = jax.nn.softmax(logits, axis=-1)
   cdf = jnp.cumsum(probs, axis=-1)
   u = uniform * cdf[:, -1]
