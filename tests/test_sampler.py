@@ -98,6 +98,32 @@ def test_top_k_top_p_keep_exactly_the_reference_set(k, p):
   np.testing.assert_array_equal(np.isfinite(np.asarray(got)), _reference_keep(x, k, p))
 
 
+def test_prefix_sums_match_numpy():
+  x = np.random.default_rng(0).uniform(size=(3, 300)).astype(np.float32)  # not whole blocks
+  got = sampler._exclusive_prefix_sums(jnp.asarray(x))
+  np.testing.assert_allclose(got, np.cumsum(x, -1) - x, rtol=1e-5, atol=1e-5)
+
+
+def test_draw_is_the_inverse_cdf_and_never_picks_a_filtered_token():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(2, 300)).astype(np.float32) * 3
+  logits[:, rng.permutation(300)[:200]] = -np.inf  # filtered out, the ends included
+  logits[:, [0, -1]] = -np.inf
+  logits[1, 150] = logits[1, np.isfinite(logits[1])].min() - 30  # kept, but tiny
+  n = 20_000
+  uniforms = np.concatenate([np.arange(n) / n, [np.nextafter(1, 0)]]).astype(np.float32)
+  tokens = np.asarray(jax.jit(jax.vmap(sampler.draw, (0, None)))(
+      jnp.asarray(np.stack([uniforms] * 2, 1)), jnp.asarray(logits)))  # [n + 1, 2]
+  probs = np.asarray(jax.nn.softmax(jnp.asarray(logits)))
+  kept = np.isfinite(logits)
+  for row in range(2):
+    assert kept[row, tokens[:, row]].all()
+    assert tokens[0, row] == np.flatnonzero(kept[row])[0]
+    assert tokens[-1, row] == np.flatnonzero(kept[row])[-1]
+    counts = np.bincount(tokens[:-1, row], minlength=300)  # evenly spaced u: each token's share
+    assert np.abs(counts - probs[row] * n).max() <= 2
+
+
 def test_beam_search_beats_greedy_and_one_beam_is_greedy(net):
   greedy = sampler.generate(net, PROMPTS, max_new_tokens=10, temperature=0, pad_id=0)
   beams = sampler.beam_search(net, PROMPTS, num_beams=8, max_new_tokens=10, pad_id=0)
