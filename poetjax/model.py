@@ -164,7 +164,9 @@ class Attention(nnx.Module):
                          kernel_init=_dense_init(('embed', None, 'kv_heads', 'head_dim'),
                                                  0, (1, 2, 3)), **kw)
     # Residual-branch outputs start smaller so the stream's variance does not grow with depth.
-    self.o = nnx.Einsum('bthd,hde->bte', (c.num_heads, c.head_dim, c.d_model),
+    # Head dim 'i', not 'd': jnp.einsum orders the contracted dims alphabetically, and (d, h)
+    # made XLA transpose this kernel and the activations at every call.
+    self.o = nnx.Einsum('bthi,hie->bte', (c.num_heads, c.head_dim, c.d_model),
                         kernel_init=_dense_init(('heads', 'head_dim', 'embed'), (0, 1), 2,
                                                 scale=1 / (2 * c.num_layers)), **kw)
     self.impl = c.attention_impl

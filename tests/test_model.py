@@ -121,6 +121,18 @@ def test_einsum_attention_equals_jax_dot_product_attention():
   np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
+def test_every_projection_contracts_its_dims_in_memory_order():
+  # jnp.einsum lists contracted dims alphabetically; out of memory order, XLA transposes the
+  # kernel and the activations at every call (it did for the attention output, 'bthd,hde').
+  for path, proj in nnx.iter_graph(_model()):
+    if isinstance(proj, nnx.Einsum):
+      dims, kernel = proj.einsum_str.split('->')[0].split(',')
+      size = dict(zip(kernel, proj.kernel.shape), b=B, t=T)
+      text = jax.jit(proj).lower(jnp.ones([size[d] for d in dims])).as_text()
+      contracted = text.split('contracting_dims = [')[1].split(']')[0].split(',')
+      assert [int(i) for i in contracted] == sorted(int(i) for i in contracted), path
+
+
 def test_a_position_beyond_the_rope_bound_reads_nan_not_a_clamped_angle():
   sin, cos = model._rope(jnp.array([[0, 3, 4]]), 16, 10_000.0, 0, 4)
   assert np.isfinite(sin[0, :2]).all() and np.isfinite(cos[0, :2]).all()
