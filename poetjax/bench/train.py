@@ -10,12 +10,12 @@ GPT-2 is `transformers.GPT2LMHeadModel` with `torch.optim.AdamW` and `clip_grad_
 Achieved FLOP/s (6 N + attention, see `model.flops_per_token`) are compared with a float32
 matmul peak measured in the same run. On the 2-core dev box (shared) it printed
 
-    ours (poetjax Trainer)    1,277 tokens/s   109 GFLOP/s   0.58 of peak
-    GPT-2 (transformers)      1,330 tokens/s   114 GFLOP/s   0.60 of peak
-    ratio ours / GPT-2        0.960   (per repeat: median 0.995)
+    ours (poetjax Trainer)    1,550 tokens/s   133 GFLOP/s   0.66 of peak
+    GPT-2 (transformers)      1,620 tokens/s   139 GFLOP/s   0.69 of peak
+    ratio ours / GPT-2        0.956   (per repeat: median 0.951)
 
-and then one JSON line; runs of the same code on two days gave ratios from 0.91 to 1.02
-(the target is 1.0). The medians of interleaved repeats make the ratio robust to a shared machine's
+and then one JSON line; runs on three days gave ratios from 0.87 to 1.02 (the target is 1.0).
+The medians of interleaved repeats make the ratio robust to a shared machine's
 noise; the absolute numbers are not.
 """
 
