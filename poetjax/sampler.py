@@ -150,14 +150,15 @@ def penalize_repeats(logits, seen, penalty):
 @functools.partial(jax.jit, static_argnames=('graphdef', 'max_new', 'top_k', 'greedy',
                                              'use_top_p', 'constrain', 'cache_dtype'))
 def _generate(graphdef, state, tokens, pad, banned, stop_ids, pad_id, key, temperature, top_p,
-              repetition_penalty, tables, plan, cstate, *, max_new, top_k, greedy, use_top_p,
-              constrain, cache_dtype):
+              repetition_penalty, tables, plan, cstate, min_new, *, max_new, top_k, greedy,
+              use_top_p, constrain, cache_dtype):
   model = nnx.merge(graphdef, state)
   n, length = tokens.shape
   max_len = length + max_new
   rows = jnp.arange(n)
   last, cache = _prefill(model, tokens, pad, max_len, cache_dtype)
   vocab = last.shape[-1]
+  is_stop = jnp.isin(jnp.arange(vocab), stop_ids)
   in_prompt = jnp.arange(length)[None, :] >= pad[:, None]
   seen = jnp.zeros((n, vocab), bool).at[rows[:, None], tokens].max(in_prompt)
   # All draws' uniforms at once, a stream per row: random bits inside the loop cost each step
@@ -171,7 +172,7 @@ def _generate(graphdef, state, tokens, pad, banned, stop_ids, pad_id, key, tempe
 
   def body(carry):
     t, last, cache, seen, out, done, stuck, logprob, cstate = carry
-    logits = jnp.where(banned, -jnp.inf, last)
+    logits = jnp.where(banned | (is_stop & (t < min_new)), -jnp.inf, last)
     logits = penalize_repeats(logits, seen, repetition_penalty)
     if constrain is not None:
       bias = constrain.bias(tables, plan, cstate)
@@ -258,16 +259,19 @@ def _per_row_seeds(seed, rows):
 
 def generate(model, prompts, *, max_new_tokens=64, temperature=1.0, top_k=0, top_p=1.0,
              repetition_penalty=1.0, seed=0, stop_ids=(), pad_id=0, banned_ids=(),
-             constraint=None, cache_dtype=None):
+             min_new_tokens=0, constraint=None, cache_dtype=None):
   """Samples up to max_new_tokens after each prompt (a list of token ids per row).
 
-  temperature 0 is greedy. seed: an int (row r draws from seed + r) or one per row, so a row
+  temperature 0 is greedy. min_new_tokens: the stop ids are banned until this many new tokens
+  (1 keeps a poem from being empty). seed: an int (row r draws from seed + r) or one per row, so a row
   samples the same tokens whatever else is in the batch. constraint: a constraints.Constraint
   built for these rows (form, tones, rhyme, acrostic) or None. The model may be sharded: its
   arrays keep their placement.
   """
   if max_new_tokens < 1:
     raise ValueError(f'max_new_tokens must be at least 1, not {max_new_tokens}.')
+  if min_new_tokens < 0:
+    raise ValueError(f'min_new_tokens must be at least 0, not {min_new_tokens}.')
   if not 0 < top_p <= 1:
     raise ValueError(f'top_p must be in (0, 1], not {top_p}.')
   if repetition_penalty <= 0:
@@ -277,7 +281,8 @@ def generate(model, prompts, *, max_new_tokens=64, temperature=1.0, top_k=0, top
   rule, tables, plan, cstate = _constraint_parts(constraint)
   out, logprob, stuck, cstate = _generate(
       *inputs, jax.vmap(jax.random.key)(seeds), jnp.float32(temperature), jnp.float32(top_p),
-      jnp.float32(repetition_penalty), tables, plan, cstate, max_new=int(max_new_tokens),
+      jnp.float32(repetition_penalty), tables, plan, cstate, jnp.int32(min_new_tokens),
+      max_new=int(max_new_tokens),
       top_k=int(top_k), greedy=temperature == 0, use_top_p=top_p < 1, constrain=rule,
       cache_dtype=cache_dtype)
   return _output(out, logprob, stuck, cstate, stop_ids, max_new_tokens)
@@ -325,9 +330,10 @@ def banned_ids(tokenizer, vocab_size):
 
 
 def text_options(tokenizer, vocab_size):
-  """generate/beam_search keywords for a poem: stop at eos, pad with pad, ban non-text ids."""
+  """generate/beam_search keywords for a poem: stop at eos (never first: no empty poems), pad
+  with pad, ban non-text ids."""
   return dict(stop_ids=[tokenizer.eos_id], pad_id=tokenizer.pad_id,
-              banned_ids=banned_ids(tokenizer, vocab_size))
+              banned_ids=banned_ids(tokenizer, vocab_size), min_new_tokens=1)
 
 
 def sample(model, tokenizer, prompts, *, max_len=64, temperature=0.8, top_k=40, top_p=1.0,
@@ -349,7 +355,7 @@ def texts(tokenizer, out):
 @functools.partial(jax.jit, static_argnames=('graphdef', 'max_new', 'beams', 'constrain',
                                              'cache_dtype'))
 def _beam_search(graphdef, state, tokens, pad, banned, stop_ids, pad_id, tables, plan, cstate,
-                 *, max_new, beams, constrain, cache_dtype):
+                 min_new, *, max_new, beams, constrain, cache_dtype):
   model = nnx.merge(graphdef, state)
   n, length = tokens.shape
   rows = n * beams
@@ -359,10 +365,11 @@ def _beam_search(graphdef, state, tokens, pad, banned, stop_ids, pad_id, tables,
   last, cache, pad = repeat(last), jax.tree.map(repeat, cache), repeat(pad)
   vocab = last.shape[-1]
   is_pad = jnp.arange(vocab) == pad_id
+  is_stop = jnp.isin(jnp.arange(vocab), stop_ids)
 
   def body(t, carry):
     last, cache, scores, out, done, cstate = carry
-    logp = jax.nn.log_softmax(jnp.where(banned, -jnp.inf, last))
+    logp = jax.nn.log_softmax(jnp.where(banned | (is_stop & (t < min_new)), -jnp.inf, last))
     if constrain is not None:
       logp = logp + constrain.bias(tables, plan, cstate)
     # A finished beam only extends with pad, at no cost, so its score stays put.
@@ -390,11 +397,12 @@ def _beam_search(graphdef, state, tokens, pad, banned, stop_ids, pad_id, tables,
 
 
 def beam_search(model, prompts, *, num_beams=4, max_new_tokens=64, stop_ids=(), pad_id=0,
-                banned_ids=(), constraint=None, cache_dtype=None):
+                banned_ids=(), min_new_tokens=0, constraint=None, cache_dtype=None):
   """The highest log-probability continuation per prompt found by a beam of num_beams.
 
   Works with constraints (each beam keeps its own state); `Output.logprobs` is the beam's
-  score: the model's log-probability plus any soft tone penalties.
+  score: the model's log-probability plus any soft tone penalties. min_new_tokens: as in
+  `generate`.
   """
   if num_beams < 1:
     raise ValueError(f'num_beams must be at least 1, not {num_beams}.')
@@ -403,7 +411,8 @@ def beam_search(model, prompts, *, num_beams=4, max_new_tokens=64, stop_ids=(), 
   rule, tables, plan, cstate = _constraint_parts(
       constraint and constraint.repeat_rows(num_beams))
   out, scores, cstate = _beam_search(
-      *inputs, tables, plan, cstate, max_new=int(max_new_tokens), beams=int(num_beams),
+      *inputs, tables, plan, cstate, jnp.int32(min_new_tokens), max_new=int(max_new_tokens),
+      beams=int(num_beams),
       constrain=rule, cache_dtype=cache_dtype)
   return _output(out, scores, ~np.isfinite(np.asarray(scores)), cstate, stop_ids,
                  max_new_tokens)

@@ -74,6 +74,18 @@ def test_stop_token_ends_a_row_and_pads_after(net):
       assert row[n - 1] in (7, 8, 9, 10, 11, 12) and (row[n:] == 0).all()
 
 
+def test_no_stop_before_min_new_tokens(net):
+  first = sampler.generate(net, PROMPTS, max_new_tokens=1, temperature=0, pad_id=0).tokens[:, 0]
+  stop = [int(t) for t in set(first.tolist())]  # each row's greedy first token stops it
+  for search in (lambda **kw: sampler.generate(net, PROMPTS, temperature=0, **kw),
+                 lambda **kw: sampler.beam_search(net, PROMPTS, num_beams=2, **kw)):
+    assert (search(max_new_tokens=8, stop_ids=stop, pad_id=0).lengths == 1).all()
+    out = search(max_new_tokens=8, stop_ids=stop, pad_id=0, min_new_tokens=3)
+    assert (out.lengths >= 3).all() and not np.isin(out.tokens[:, :2], stop).any()
+  with pytest.raises(ValueError, match='min_new_tokens'):
+    sampler.generate(net, PROMPTS, min_new_tokens=-1)
+
+
 def _reference_keep(x, k, p):
   keep = np.ones_like(x, bool)
   if k:
