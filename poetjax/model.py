@@ -253,6 +253,11 @@ class Block(nnx.Module):
     return x + self.mlp(self.mlp_norm(x)), cache
 
 
+# Up to this many rows, the tied output head multiplies table @ x^T rather than x @ table^T:
+# on a CPU 1.5x faster at 16 rows (the sampler's decode step at batch 16), even at 128, slower
+# from 256 (training).
+_FEW_ROWS = 128
+
 _PROMPT_SEGMENT = -1  # the soft prompt's segment id: every segment attends to it
 
 
@@ -336,6 +341,9 @@ class Transformer(nnx.Module):
       return self.head(x)
     # Accumulate and return in f32 even under bf16 compute: the loss needs f32 logits.
     table = self.embed.embedding[...].astype(x.dtype)
+    if x.shape[0] * x.shape[1] <= _FEW_ROWS:  # decoding: the table as the left operand
+      return jnp.einsum('ve,bte->vbt', table, x,
+                        preferred_element_type=jnp.float32).transpose(1, 2, 0)
     return jnp.einsum('bte,ve->btv', x, table, preferred_element_type=jnp.float32)
 
   def init_cache(self, batch, max_len, dtype=None):

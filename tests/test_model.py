@@ -160,6 +160,10 @@ def test_tied_and_untied_output():
   # Tied: the logits are the final hidden states against the embedding table.
   tied.embed.embedding[...] = tied.embed.embedding[...].at[5].set(0.0)
   assert np.all(_apply(tied, x)[..., 5] == 0.0)
+  # Few rows (decoding) multiply in the other operand order: the same logits.
+  many = jnp.tile(x, (model._FEW_ROWS // T + 1, 1))
+  assert x.size <= model._FEW_ROWS < many.size
+  np.testing.assert_allclose(_apply(tied, x), _apply(tied, many)[:B], rtol=1e-5, atol=1e-5)
 
 
 def _loss_and_grads(m, x):
