@@ -118,13 +118,14 @@ def draw(uniform, logits):
   """One token per row by inverse CDF: one uniform in [0, 1) per row, not a Gumbel per token.
 
   The token is the last one of positive weight whose weight before it is at most u: always
-  a token the filters kept, whatever the rounding of the sums.
+  a token the filters kept, whatever the rounding of the sums. A row with every logit -inf
+  (constraints left nothing: the caller has marked it stuck) gets id 0.
   """
   weights = jnp.exp(logits - logits.max(-1, keepdims=True))  # softmax's, unnormalised
   before = _exclusive_prefix_sums(weights)
   u = uniform * (before[:, -1] + weights[:, -1])
   ids = jnp.arange(logits.shape[-1])
-  return jnp.where((weights > 0) & (before <= u[:, None]), ids, -1).max(-1)
+  return jnp.maximum(jnp.where((weights > 0) & (before <= u[:, None]), ids, -1).max(-1), 0)
 
 
 def _exclusive_prefix_sums(x, block=64):
@@ -263,10 +264,10 @@ def generate(model, prompts, *, max_new_tokens=64, temperature=1.0, top_k=0, top
   """Samples up to max_new_tokens after each prompt (a list of token ids per row).
 
   temperature 0 is greedy. min_new_tokens: the stop ids are banned until this many new tokens
-  (1 keeps a poem from being empty). seed: an int (row r draws from seed + r) or one per row, so a row
-  samples the same tokens whatever else is in the batch. constraint: a constraints.Constraint
-  built for these rows (form, tones, rhyme, acrostic) or None. The model may be sharded: its
-  arrays keep their placement.
+  (1 keeps a poem from being empty). seed: an int (row r draws from seed + r) or one per row,
+  so a row samples the same tokens whatever else is in the batch. constraint: a
+  constraints.Constraint built for these rows (form, tones, rhyme, acrostic) or None. The
+  model may be sharded: its arrays keep their placement.
   """
   if max_new_tokens < 1:
     raise ValueError(f'max_new_tokens must be at least 1, not {max_new_tokens}.')
@@ -282,9 +283,8 @@ def generate(model, prompts, *, max_new_tokens=64, temperature=1.0, top_k=0, top
   out, logprob, stuck, cstate = _generate(
       *inputs, jax.vmap(jax.random.key)(seeds), jnp.float32(temperature), jnp.float32(top_p),
       jnp.float32(repetition_penalty), tables, plan, cstate, jnp.int32(min_new_tokens),
-      max_new=int(max_new_tokens),
-      top_k=int(top_k), greedy=temperature == 0, use_top_p=top_p < 1, constrain=rule,
-      cache_dtype=cache_dtype)
+      max_new=int(max_new_tokens), top_k=int(top_k), greedy=temperature == 0,
+      use_top_p=top_p < 1, constrain=rule, cache_dtype=cache_dtype)
   return _output(out, logprob, stuck, cstate, stop_ids, max_new_tokens)
 
 
@@ -330,7 +330,7 @@ def banned_ids(tokenizer, vocab_size):
 
 
 # A line of four characters and its mark. Shorter texts are fragments: 87 of the corpus's
-# 338,000 poems (2 to 4 characters).
+# 338,698 poems (2 to 4 characters).
 MIN_POEM_TOKENS = 5
 
 
