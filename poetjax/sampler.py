@@ -144,6 +144,11 @@ def _exclusive_prefix_sums(x, block=64):
   return (within + offsets[:, :, None]).reshape(rows, -1)[:, :n]
 
 
+def _without_banned(logits, banned, is_stop, t, min_new):
+  """-inf for the banned ids, and for the stop ids before the min_new-th new token."""
+  return jnp.where(banned | (is_stop & (t < min_new)), -jnp.inf, logits)
+
+
 def penalize_repeats(logits, seen, penalty):
   return jnp.where(seen, jnp.where(logits > 0, logits / penalty, logits * penalty), logits)
 
@@ -173,7 +178,7 @@ def _generate(graphdef, state, tokens, pad, banned, stop_ids, pad_id, key, tempe
 
   def body(carry):
     t, last, cache, seen, out, done, stuck, logprob, cstate = carry
-    logits = jnp.where(banned | (is_stop & (t < min_new)), -jnp.inf, last)
+    logits = _without_banned(last, banned, is_stop, t, min_new)
     logits = penalize_repeats(logits, seen, repetition_penalty)
     if constrain is not None:
       bias = constrain.bias(tables, plan, cstate)
@@ -192,7 +197,7 @@ def _generate(graphdef, state, tokens, pad, banned, stop_ids, pad_id, key, tempe
       cstate = constrain.advance(tables, plan, cstate, token, done)
     out = out.at[:, t].set(token)
     seen = seen.at[rows, token].set(True)
-    done = done | jnp.isin(token, stop_ids)
+    done = done | is_stop[token]
     last, cache = _decode_step(model, token, pad, length + t, cache, max_len)
     return t + 1, last, cache, seen, out, done, stuck, logprob, cstate
 
@@ -374,7 +379,7 @@ def _beam_search(graphdef, state, tokens, pad, banned, stop_ids, pad_id, tables,
 
   def body(t, carry):
     last, cache, scores, out, done, cstate = carry
-    logp = jax.nn.log_softmax(jnp.where(banned | (is_stop & (t < min_new)), -jnp.inf, last))
+    logp = jax.nn.log_softmax(_without_banned(last, banned, is_stop, t, min_new))
     if constrain is not None:
       logp = logp + constrain.bias(tables, plan, cstate)
     # A finished beam only extends with pad, at no cost, so its score stays put.
@@ -388,7 +393,7 @@ def _beam_search(graphdef, state, tokens, pad, banned, stop_ids, pad_id, tables,
     if constrain is not None:
       cstate = constrain.advance(tables, plan, cstate, token, done)
     out = out.at[:, t].set(jnp.where(done, pad_id, token))
-    done = done | jnp.isin(token, stop_ids)
+    done = done | is_stop[token]
     last, cache = _decode_step(model, token, pad, length + t, cache, max_len)
     return last, cache, scores, out, done, cstate
 
@@ -417,7 +422,6 @@ def beam_search(model, prompts, *, num_beams=4, max_new_tokens=64, stop_ids=(), 
       constraint and constraint.repeat_rows(num_beams))
   out, scores, cstate = _beam_search(
       *inputs, tables, plan, cstate, jnp.int32(min_new_tokens), max_new=int(max_new_tokens),
-      beams=int(num_beams),
-      constrain=rule, cache_dtype=cache_dtype)
+      beams=int(num_beams), constrain=rule, cache_dtype=cache_dtype)
   return _output(out, scores, ~np.isfinite(np.asarray(scores)), cstate, stop_ids,
                  max_new_tokens)
