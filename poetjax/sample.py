@@ -60,7 +60,9 @@ def parse(argv):
   p.add_argument('--top_p', type=float, default=0.9)
   p.add_argument('--repetition_penalty', type=float, default=1.2)
   p.add_argument('--seed', type=int, default=0)
-  p.add_argument('--dtype', default=None, help='sample in this dtype, e.g. bfloat16')
+  p.add_argument('--dtype', default=None,
+                 help='sample in this dtype, e.g. bfloat16: half the weight memory; on a CPU '
+                      'with bfloat16 units (AVX512-BF16, AMX) faster at batch 16 and more')
   p.add_argument('--json', action='store_true', help='one JSON object per poem')
   p.add_argument('--report', action='store_true', help='print the checker table of all poems')
   return p.parse_args(argv)

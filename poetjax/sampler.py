@@ -229,6 +229,10 @@ def prepare(model, dtype=None):
     view = nnx.merge(graphdef, state)
     view.set_attributes(dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype),
                         raise_if_not_found=False)
+    # Projections sum in float32 and return it, as GPU and TPU matmul units do; attention
+    # over the cache then runs in float32. With bfloat16 results XLA's CPU backend converted
+    # the weights and multiplied in float32: this is 1.3x faster at batch 16 (AVX512-BF16).
+    view.set_attributes(preferred_element_type=jnp.float32, raise_if_not_found=False)
     view.config = config
     graphdef = nnx.graphdef(view)
     state = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)

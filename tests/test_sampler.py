@@ -1,5 +1,7 @@
 """The KV-cache sampler: exactness against full forward passes, batching, seeds, filters, beams."""
 
+import re
+
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -169,6 +171,25 @@ def test_bfloat16_sampling_runs_and_mostly_agrees(net):
   bf16 = sampler.generate(sampler.prepare(net, 'bfloat16'), PROMPTS, max_new_tokens=6,
                           temperature=0, pad_id=0)
   assert (f32.tokens[:, 0] == bf16.tokens[:, 0]).mean() >= 2 / 3
+
+
+def test_bfloat16_projections_take_bfloat16_and_sum_in_float32(net):
+  # A bfloat16 result makes XLA's CPU backend multiply in float32 on converted weights.
+  prepared = sampler.prepare(net, 'bfloat16')
+
+  def decode_step(state, tokens):
+    model = nnx.merge(prepared.graphdef, state)
+    cache = model.init_cache(2, 8, 'bfloat16')
+    return model.extend(tokens, jnp.zeros((2, 1), jnp.int32), jnp.ones((2, 1, 8), bool), cache, 0)
+
+  text = jax.jit(decode_step).lower(prepared.state, jnp.ones((2, 1), jnp.int32)).as_text()
+  types = re.findall(r'stablehlo.dot_general .*: \((tensor<[^>]*>), (tensor<[^>]*>)\) -> '
+                     r'(tensor<[^>]*>)', text)
+  projections = [t for t in types if 'bf16' in t[0] + t[1]]
+  config = net.config
+  assert len(projections) == 5 * config.num_layers + 1  # q, kv, o, gate_up, down; tied head
+  for lhs, rhs, result in projections:
+    assert 'bf16' in lhs and 'bf16' in rhs and result.endswith('xf32>'), (lhs, rhs, result)
 
 
 def test_bad_input_is_named(net):
