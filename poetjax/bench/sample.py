@@ -175,8 +175,8 @@ def main(argv=None):
                    f'ratio_b{batch}': round(o / h, 2), f'matmul_ceiling_b{batch}': round(m),
                    f'ceiling_ratio_b{batch}': round(m / h, 2), f'ours_bf16_b{batch}': round(ob),
                    f'hf_bf16_b{batch}': round(hb), f'ratio_bf16_b{batch}': round(ob / hb, 2),
-                   f'unconstrained_b{batch}': round(f),
-                   f'constrained_b{batch}': round(c), f'constraint_cost_b{batch}': round(1 - c / f, 3)})
+                   f'unconstrained_b{batch}': round(f), f'constrained_b{batch}': round(c),
+                   f'constraint_cost_b{batch}': round(1 - c / f, 3)})
   print(f'Memory roofline at batch 1: {param_bytes / 1e6:.0f} MB of float32 params per token over '
         f'{bandwidth / 1e9:.1f} GB/s of DRAM bandwidth = {bandwidth / param_bytes:,.0f} tok/s '
         f'({bandwidth / param_bytes / med["hf b1"]:.1f}x HF).')
