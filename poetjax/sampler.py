@@ -155,7 +155,7 @@ def penalize_repeats(logits, seen, penalty):
 
 @functools.partial(jax.jit, static_argnames=('graphdef', 'max_new', 'top_k', 'greedy',
                                              'use_top_p', 'constrain', 'cache_dtype'))
-def _generate(graphdef, state, tokens, pad, banned, stop_ids, pad_id, key, temperature, top_p,
+def _generate(graphdef, state, tokens, pad, banned, is_stop, pad_id, key, temperature, top_p,
               repetition_penalty, tables, plan, cstate, min_new, *, max_new, top_k, greedy,
               use_top_p, constrain, cache_dtype):
   model = nnx.merge(graphdef, state)
@@ -164,7 +164,6 @@ def _generate(graphdef, state, tokens, pad, banned, stop_ids, pad_id, key, tempe
   rows = jnp.arange(n)
   last, cache = _prefill(model, tokens, pad, max_len, cache_dtype)
   vocab = last.shape[-1]
-  is_stop = jnp.isin(jnp.arange(vocab), stop_ids)
   in_prompt = jnp.arange(length)[None, :] >= pad[:, None]
   seen = jnp.zeros((n, vocab), bool).at[rows[:, None], tokens].max(in_prompt)
   # All draws' uniforms at once, a stream per row: random bits inside the loop cost each step
@@ -227,12 +226,11 @@ def prepare(model, dtype=None):
                                  param_dtype=jnp.dtype(dtype).name)
     # The same graph (adapters included) with every module computing in dtype.
     view = nnx.merge(graphdef, state)
-    view.set_attributes(dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype),
-                        raise_if_not_found=False)
     # Projections sum in float32 and return it, as GPU and TPU matmul units do; attention
     # over the cache then runs in float32. With bfloat16 results XLA's CPU backend converted
     # the weights and multiplied in float32: this is 1.3x faster at batch 16 (AVX512-BF16).
-    view.set_attributes(preferred_element_type=jnp.float32, raise_if_not_found=False)
+    view.set_attributes(dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype),
+                        preferred_element_type=jnp.float32, raise_if_not_found=False)
     view.config = config
     graphdef = nnx.graphdef(view)
     state = jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating)
@@ -278,10 +276,7 @@ def generate(model, prompts, *, max_new_tokens=64, temperature=1.0, top_k=0, top
   constraints.Constraint built for these rows (form, tones, rhyme, acrostic) or None. The
   model may be sharded: its arrays keep their placement.
   """
-  if max_new_tokens < 1:
-    raise ValueError(f'max_new_tokens must be at least 1, not {max_new_tokens}.')
-  if min_new_tokens < 0:
-    raise ValueError(f'min_new_tokens must be at least 0, not {min_new_tokens}.')
+  _check_lengths(max_new_tokens, min_new_tokens)
   if not 0 < top_p <= 1:
     raise ValueError(f'top_p must be in (0, 1], not {top_p}.')
   if repetition_penalty <= 0:
@@ -297,8 +292,23 @@ def generate(model, prompts, *, max_new_tokens=64, temperature=1.0, top_k=0, top
   return _output(out, logprob, stuck, cstate, stop_ids, max_new_tokens)
 
 
+def _check_lengths(max_new_tokens, min_new_tokens):
+  if max_new_tokens < 1:
+    raise ValueError(f'max_new_tokens must be at least 1, not {max_new_tokens}.')
+  if min_new_tokens < 0:
+    raise ValueError(f'min_new_tokens must be at least 0, not {min_new_tokens}.')
+
+
+def _vocab_mask(ids, vocab):
+  """bool [vocab]: True at the ids (ids outside the vocabulary can never be drawn)."""
+  mask = np.zeros(vocab, bool)
+  mask[[i for i in ids if 0 <= i < vocab]] = True
+  return jnp.asarray(mask)
+
+
 def _inputs(model, prompts, pad_id, banned_ids, stop_ids):
-  """(graphdef, state, tokens, pad, banned mask, stop ids, pad id) as the jitted loops take them."""
+  """(graphdef, state, tokens, pad, banned mask, stop mask, pad id) as the jitted loops take
+  them."""
   graphdef, state, config = unpack(model)
   vocab = config.vocab_size
   bad = sorted({i for p in prompts for i in p if not 0 <= i < vocab})
@@ -308,10 +318,8 @@ def _inputs(model, prompts, pad_id, banned_ids, stop_ids):
   # A soft prompt's vectors go in front of each prompt, in slots held by placeholder ids.
   soft = state['prompt'].shape[0] if 'prompt' in state else 0
   tokens, pad = pad_prompts([[pad_id] * soft + list(p) for p in prompts], pad_id)
-  banned = np.zeros(vocab, bool)
-  banned[list(banned_ids)] = True
-  return (graphdef, state, jnp.asarray(tokens), jnp.asarray(pad), jnp.asarray(banned),
-          jnp.asarray(list(stop_ids) or [-1], jnp.int32), jnp.int32(pad_id))
+  return (graphdef, state, jnp.asarray(tokens), jnp.asarray(pad), _vocab_mask(banned_ids, vocab),
+          _vocab_mask(stop_ids, vocab), jnp.int32(pad_id))
 
 
 def _constraint_parts(constraint):
@@ -368,7 +376,7 @@ def texts(tokenizer, out):
 
 @functools.partial(jax.jit, static_argnames=('graphdef', 'max_new', 'beams', 'constrain',
                                              'cache_dtype'))
-def _beam_search(graphdef, state, tokens, pad, banned, stop_ids, pad_id, tables, plan, cstate,
+def _beam_search(graphdef, state, tokens, pad, banned, is_stop, pad_id, tables, plan, cstate,
                  min_new, *, max_new, beams, constrain, cache_dtype):
   model = nnx.merge(graphdef, state)
   n, length = tokens.shape
@@ -379,7 +387,6 @@ def _beam_search(graphdef, state, tokens, pad, banned, stop_ids, pad_id, tables,
   last, cache, pad = repeat(last), jax.tree.map(repeat, cache), repeat(pad)
   vocab = last.shape[-1]
   is_pad = jnp.arange(vocab) == pad_id
-  is_stop = jnp.isin(jnp.arange(vocab), stop_ids)
 
   def body(t, carry):
     last, cache, scores, out, done, cstate = carry
@@ -420,6 +427,7 @@ def beam_search(model, prompts, *, num_beams=4, max_new_tokens=64, stop_ids=(), 
   """
   if num_beams < 1:
     raise ValueError(f'num_beams must be at least 1, not {num_beams}.')
+  _check_lengths(max_new_tokens, min_new_tokens)
   inputs = _inputs(model, prompts, pad_id, banned_ids, stop_ids)
   # Each beam keeps its own constraint state: the rows of the constraint, num_beams times.
   rule, tables, plan, cstate = _constraint_parts(

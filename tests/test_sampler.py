@@ -84,8 +84,10 @@ def test_no_stop_before_min_new_tokens(net):
     assert (search(max_new_tokens=8, stop_ids=stop, pad_id=0).lengths == 1).all()
     out = search(max_new_tokens=8, stop_ids=stop, pad_id=0, min_new_tokens=3)
     assert (out.lengths >= 3).all() and not np.isin(out.tokens[:, :2], stop).any()
-  with pytest.raises(ValueError, match='min_new_tokens'):
-    sampler.generate(net, PROMPTS, min_new_tokens=-1)
+    with pytest.raises(ValueError, match='min_new_tokens must be at least 0'):
+      search(min_new_tokens=-1)
+    with pytest.raises(ValueError, match='max_new_tokens must be at least 1'):
+      search(max_new_tokens=0)
 
 
 def _reference_keep(x, k, p):
