@@ -144,9 +144,11 @@ def _exclusive_prefix_sums(x, block=64):
   return (within + offsets[:, :, None]).reshape(rows, -1)[:, :n]
 
 
-def _without_banned(logits, banned, is_stop, t, min_new):
-  """-inf for the banned ids, and for the stop ids before the min_new-th new token."""
-  return jnp.where(banned | (is_stop & (t < min_new)), -jnp.inf, logits)
+def _without_banned(logits, banned, first_banned, is_stop, t, min_new):
+  """-inf for the banned ids, a row's first_banned ids at its first new token, and the stop ids
+  before the min_new-th."""
+  return jnp.where(banned | (first_banned & (t == 0)) | (is_stop & (t < min_new)), -jnp.inf,
+                   logits)
 
 
 def penalize_repeats(logits, seen, penalty):
@@ -155,9 +157,9 @@ def penalize_repeats(logits, seen, penalty):
 
 @functools.partial(jax.jit, static_argnames=('graphdef', 'max_new', 'top_k', 'greedy',
                                              'use_top_p', 'constrain', 'cache_dtype'))
-def _generate(graphdef, state, tokens, pad, banned, is_stop, pad_id, key, temperature, top_p,
-              repetition_penalty, tables, plan, cstate, min_new, *, max_new, top_k, greedy,
-              use_top_p, constrain, cache_dtype):
+def _generate(graphdef, state, tokens, pad, banned, first_banned, is_stop, pad_id, key,
+              temperature, top_p, repetition_penalty, tables, plan, cstate, min_new, *, max_new,
+              top_k, greedy, use_top_p, constrain, cache_dtype):
   model = nnx.merge(graphdef, state)
   n, length = tokens.shape
   max_len = length + max_new
@@ -177,7 +179,7 @@ def _generate(graphdef, state, tokens, pad, banned, is_stop, pad_id, key, temper
 
   def body(carry):
     t, last, cache, seen, out, done, stuck, logprob, cstate = carry
-    logits = _without_banned(last, banned, is_stop, t, min_new)
+    logits = _without_banned(last, banned, first_banned, is_stop, t, min_new)
     logits = penalize_repeats(logits, seen, repetition_penalty)
     if constrain is not None:
       bias = constrain.bias(tables, plan, cstate)
@@ -267,11 +269,13 @@ def _per_row_seeds(seed, rows):
 
 def generate(model, prompts, *, max_new_tokens=64, temperature=1.0, top_k=0, top_p=1.0,
              repetition_penalty=1.0, seed=0, stop_ids=(), pad_id=0, banned_ids=(),
-             min_new_tokens=0, constraint=None, cache_dtype=None):
+             min_new_tokens=0, start_ids=(), start_banned_ids=(), constraint=None,
+             cache_dtype=None):
   """Samples up to max_new_tokens after each prompt (a list of token ids per row).
 
   temperature 0 is greedy. min_new_tokens: the stop ids are banned until this many new tokens
-  (1 keeps a poem from being empty). seed: an int (row r draws from seed + r) or one per row,
+  (1 keeps a poem from being empty). start_banned_ids are banned as the first new token of a
+  row whose prompt ends with one of start_ids (no poem starts with a comma after its bos). seed: an int (row r draws from seed + r) or one per row,
   so a row samples the same tokens whatever else is in the batch. constraint: a
   constraints.Constraint built for these rows (form, tones, rhyme, acrostic) or None. The
   model may be sharded: its arrays keep their placement.
@@ -281,7 +285,7 @@ def generate(model, prompts, *, max_new_tokens=64, temperature=1.0, top_k=0, top
     raise ValueError(f'top_p must be in (0, 1], not {top_p}.')
   if repetition_penalty <= 0:
     raise ValueError(f'repetition_penalty must be positive, not {repetition_penalty}.')
-  inputs = _inputs(model, prompts, pad_id, banned_ids, stop_ids)
+  inputs = _inputs(model, prompts, pad_id, banned_ids, stop_ids, start_ids, start_banned_ids)
   seeds = np.asarray(_per_row_seeds(seed, len(prompts)), np.uint32)
   rule, tables, plan, cstate = _constraint_parts(constraint)
   out, logprob, stuck, cstate = _generate(
@@ -303,12 +307,12 @@ def _vocab_mask(ids, vocab):
   """bool [vocab]: True at the ids (ids outside the vocabulary can never be drawn)."""
   mask = np.zeros(vocab, bool)
   mask[[i for i in ids if 0 <= i < vocab]] = True
-  return jnp.asarray(mask)
+  return mask
 
 
-def _inputs(model, prompts, pad_id, banned_ids, stop_ids):
-  """(graphdef, state, tokens, pad, banned mask, stop mask, pad id) as the jitted loops take
-  them."""
+def _inputs(model, prompts, pad_id, banned_ids, stop_ids, start_ids, start_banned_ids):
+  """(graphdef, state, tokens, pad, banned mask, per-row first-token mask, stop mask, pad id) as
+  the jitted loops take them."""
   graphdef, state, config = unpack(model)
   vocab = config.vocab_size
   bad = sorted({i for p in prompts for i in p if not 0 <= i < vocab})
@@ -318,8 +322,12 @@ def _inputs(model, prompts, pad_id, banned_ids, stop_ids):
   # A soft prompt's vectors go in front of each prompt, in slots held by placeholder ids.
   soft = state['prompt'].shape[0] if 'prompt' in state else 0
   tokens, pad = pad_prompts([[pad_id] * soft + list(p) for p in prompts], pad_id)
-  return (graphdef, state, jnp.asarray(tokens), jnp.asarray(pad), _vocab_mask(banned_ids, vocab),
-          _vocab_mask(stop_ids, vocab), jnp.int32(pad_id))
+  start_ids = set(start_ids)
+  starts = np.asarray([p[-1] in start_ids for p in prompts])
+  first_banned = starts[:, None] & _vocab_mask(start_banned_ids, vocab)[None]
+  return (graphdef, state, jnp.asarray(tokens), jnp.asarray(pad),
+          jnp.asarray(_vocab_mask(banned_ids, vocab)), jnp.asarray(first_banned),
+          jnp.asarray(_vocab_mask(stop_ids, vocab)), jnp.int32(pad_id))
 
 
 def _constraint_parts(constraint):
@@ -353,9 +361,11 @@ MIN_POEM_TOKENS = 5
 
 def text_options(tokenizer, vocab_size):
   """generate/beam_search keywords for a poem: stop at eos (not before MIN_POEM_TOKENS), pad
-  with pad, ban non-text ids."""
+  with pad, ban non-text ids, and punctuation where the text starts (after bos or a label)."""
   return dict(stop_ids=[tokenizer.eos_id], pad_id=tokenizer.pad_id,
-              banned_ids=banned_ids(tokenizer, vocab_size), min_new_tokens=MIN_POEM_TOKENS)
+              banned_ids=banned_ids(tokenizer, vocab_size), min_new_tokens=MIN_POEM_TOKENS,
+              start_ids=tokenizer.start_ids,
+              start_banned_ids=tokenizer.punct_start_ids)
 
 
 def sample(model, tokenizer, prompts, *, max_len=64, temperature=0.8, top_k=40, top_p=1.0,
@@ -376,21 +386,22 @@ def texts(tokenizer, out):
 
 @functools.partial(jax.jit, static_argnames=('graphdef', 'max_new', 'beams', 'constrain',
                                              'cache_dtype'))
-def _beam_search(graphdef, state, tokens, pad, banned, is_stop, pad_id, tables, plan, cstate,
-                 min_new, *, max_new, beams, constrain, cache_dtype):
+def _beam_search(graphdef, state, tokens, pad, banned, first_banned, is_stop, pad_id, tables,
+                 plan, cstate, min_new, *, max_new, beams, constrain, cache_dtype):
   model = nnx.merge(graphdef, state)
   n, length = tokens.shape
   rows = n * beams
   max_len = length + max_new
   last, cache = _prefill(model, tokens, pad, max_len, cache_dtype)
   repeat = lambda x: jnp.repeat(x, beams, axis=0)
-  last, cache, pad = repeat(last), jax.tree.map(repeat, cache), repeat(pad)
+  last, cache, pad, first_banned = (repeat(last), jax.tree.map(repeat, cache), repeat(pad),
+                                    repeat(first_banned))
   vocab = last.shape[-1]
   is_pad = jnp.arange(vocab) == pad_id
 
   def body(t, carry):
     last, cache, scores, out, done, cstate = carry
-    logp = jax.nn.log_softmax(_without_banned(last, banned, is_stop, t, min_new))
+    logp = jax.nn.log_softmax(_without_banned(last, banned, first_banned, is_stop, t, min_new))
     if constrain is not None:
       logp = logp + constrain.bias(tables, plan, cstate)
     # A finished beam only extends with pad, at no cost, so its score stays put.
@@ -418,17 +429,18 @@ def _beam_search(graphdef, state, tokens, pad, banned, is_stop, pad_id, tables, 
 
 
 def beam_search(model, prompts, *, num_beams=4, max_new_tokens=64, stop_ids=(), pad_id=0,
-                banned_ids=(), min_new_tokens=0, constraint=None, cache_dtype=None):
+                banned_ids=(), min_new_tokens=0, start_ids=(), start_banned_ids=(),
+                constraint=None, cache_dtype=None):
   """The highest log-probability continuation per prompt found by a beam of num_beams.
 
   Works with constraints (each beam keeps its own state); `Output.logprobs` is the beam's
-  score: the model's log-probability plus any soft tone penalties. min_new_tokens: as in
-  `generate`.
+  score: the model's log-probability plus any soft tone penalties. min_new_tokens, start_ids
+  and start_banned_ids: as in `generate`.
   """
   if num_beams < 1:
     raise ValueError(f'num_beams must be at least 1, not {num_beams}.')
   _check_lengths(max_new_tokens, min_new_tokens)
-  inputs = _inputs(model, prompts, pad_id, banned_ids, stop_ids)
+  inputs = _inputs(model, prompts, pad_id, banned_ids, stop_ids, start_ids, start_banned_ids)
   # Each beam keeps its own constraint state: the rows of the constraint, num_beams times.
   rule, tables, plan, cstate = _constraint_parts(
       constraint and constraint.repeat_rows(num_beams))

@@ -90,6 +90,17 @@ def test_no_stop_before_min_new_tokens(net):
       search(max_new_tokens=0)
 
 
+def test_start_banned_ids_only_bar_the_first_token_after_a_start_id(net):
+  prompts = PROMPTS + [[1]]  # only the last row ends with the start id (its bos)
+  for search in (lambda **kw: sampler.generate(net, prompts, temperature=0, **kw),
+                 lambda **kw: sampler.beam_search(net, prompts, num_beams=2, **kw)):
+    free = search(max_new_tokens=4, pad_id=0).tokens
+    barred = [int(t) for t in set(free[:, 0].tolist())]  # every row's own first token
+    out = search(max_new_tokens=4, pad_id=0, start_ids=[1], start_banned_ids=barred).tokens
+    np.testing.assert_array_equal(out[:-1], free[:-1])  # rows ending elsewhere: unchanged
+    assert out[-1, 0] not in barred
+
+
 def _reference_keep(x, k, p):
   keep = np.ones_like(x, bool)
   if k:

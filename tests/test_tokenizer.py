@@ -63,6 +63,11 @@ def test_control_pieces_and_sentinels_are_single_ids(corpus, char, subword):
     # Exactly these are labels, and the sampler never writes one into a poem.
     assert tok.label_ids == {tok.encode(p)[0] for p in pieces}
     assert tok.label_ids <= set(sampler.banned_ids(tok, tok.vocab_size))
+    # A poem starts after bos or a label; the sampler bars punctuation there.
+    assert tok.start_ids == {tok.bos_id} | {tok.encode(p)[0] for p in pieces
+                                           if p not in control.SENTINELS}
+    assert {tok.encode(m)[0] for m in clean.PUNCT} <= tok.punct_start_ids
+    assert not tok.punct_start_ids & set(tok.encode(_JINGYESI.replace('，', '').replace('。', '')))
 
 
 def test_full_width_punctuation_survives(char):

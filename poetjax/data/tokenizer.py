@@ -47,6 +47,19 @@ class Tokenizer:
     user = sentencepiece_model_pb2.ModelProto.SentencePiece.USER_DEFINED
     return frozenset(i for i, p in enumerate(proto.pieces) if p.type == user)
 
+  @functools.cached_property
+  def start_ids(self):
+    """Ids a poem's text starts after: bos and the labels, not the sentinels (fill-in-the-middle
+    marks may sit mid-line)."""
+    sentinels = {self.sp.piece_to_id(p) for p in control.SENTINELS}
+    return frozenset({self.bos_id, *self.label_ids} - sentinels)
+
+  @functools.cached_property
+  def punct_start_ids(self):
+    """Ids of the pieces that begin with a punctuation mark: no poem's text starts with one."""
+    return frozenset(i for i in range(self.vocab_size)
+                     if self.decode([i])[:1] in clean.PUNCT)
+
   def control_id(self, field, value):
     """The id of the `<field:value>` piece, or None when that label has no piece."""
     i = self.sp.piece_to_id(control.piece(field, value))
