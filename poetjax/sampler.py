@@ -275,10 +275,11 @@ def generate(model, prompts, *, max_new_tokens=64, temperature=1.0, top_k=0, top
 
   temperature 0 is greedy. min_new_tokens: the stop ids are banned until this many new tokens
   (1 keeps a poem from being empty). start_banned_ids are banned as the first new token of a
-  row whose prompt ends with one of start_ids (no poem starts with a comma after its bos). seed: an int (row r draws from seed + r) or one per row,
-  so a row samples the same tokens whatever else is in the batch. constraint: a
-  constraints.Constraint built for these rows (form, tones, rhyme, acrostic) or None. The
-  model may be sharded: its arrays keep their placement.
+  row whose prompt ends with one of start_ids (no poem starts with a comma after its bos).
+  seed: an int (row r draws from seed + r) or one per row, so a row samples the same tokens
+  whatever else is in the batch. constraint: a constraints.Constraint built for these rows
+  (form, tones, rhyme, acrostic) or None. The model may be sharded: its arrays keep their
+  placement.
   """
   _check_lengths(max_new_tokens, min_new_tokens)
   if not 0 < top_p <= 1:

@@ -78,7 +78,7 @@ def ours():
 
 
 def gpt2(torch, transformers):
-  """(step(batch), sync()) for transformers' GPT-2 at the benchmark shape, with AdamW and clipping."""
+  """(step(batch), sync()) for transformers' GPT-2 at the benchmark shape, AdamW and clipping."""
   c = train.default_config()
   config = transformers.GPT2Config(
       vocab_size=VOCAB, n_positions=SEQ_LEN, n_embd=D_MODEL, n_layer=LAYERS, n_head=HEADS,
