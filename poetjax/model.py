@@ -358,6 +358,17 @@ class Transformer(nnx.Module):
     return _per_token(lambda x: jnp.einsum('te,ve->tv', x, table,
                                            preferred_element_type=jnp.float32), x)
 
+  def untie_head(self):
+    """Gives a tied model an output head of its own: the embedding, transposed to [d_model,
+    vocab]. For decoding (sampler.prepare): a CPU multiplies few rows by it faster than by the
+    table's transpose (at batch 16, 0.9 vs 1.2 ms a step here). Training keeps the tie."""
+    if self.head is None:
+      c, table = self.config, self.embed.embedding[...]
+      self.head = nnx.data(nnx.Einsum(  # nnx.data: None made the attribute static
+          'te,ev->tv', table.shape[::-1], **_dtypes(c),
+          kernel_init=lambda key, shape, dtype: table.T.astype(dtype),
+          preferred_element_type=jnp.float32, rngs=nnx.Rngs(0)))
+
   def init_cache(self, batch, max_len, dtype=None):
     """An empty KV cache: per block (k, v), each [batch, kv_heads, max_len, head_dim]."""
     c = self.config

@@ -179,6 +179,18 @@ def test_sharded_params_sample_as_one_device():
   np.testing.assert_array_equal(a.tokens, b.tokens)
 
 
+def test_prepare_unties_a_copy_of_the_head_and_samples_the_same(net):
+  assert net.config.tie_embeddings and net.head is None
+  prepared = sampler.prepare(net)
+  assert net.head is None  # the model itself keeps its tie
+  head = nnx.merge(prepared.graphdef, prepared.state).head.kernel[...]
+  np.testing.assert_array_equal(head, net.embed.embedding[...].T)
+  kw = dict(max_new_tokens=10, temperature=1.0, top_k=20, seed=2, pad_id=0)
+  a, b = sampler.generate(net, PROMPTS, **kw), sampler.generate(prepared, PROMPTS, **kw)
+  np.testing.assert_array_equal(a.tokens, b.tokens)
+  np.testing.assert_allclose(a.logprobs, b.logprobs, rtol=1e-5)
+
+
 def test_bfloat16_sampling_runs_and_mostly_agrees(net):
   f32 = sampler.generate(net, PROMPTS, max_new_tokens=6, temperature=0, pad_id=0)
   bf16 = sampler.generate(sampler.prepare(net, 'bfloat16'), PROMPTS, max_new_tokens=6,

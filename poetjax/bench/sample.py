@@ -19,6 +19,7 @@ Prints a table and one JSON line. Medians of interleaved repeats; quote the rati
 """
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -78,22 +79,35 @@ def dram_bandwidth(repeats, megabytes=512):
   return x.nbytes / statistics.median(metrics.call_seconds(lambda: total(x), repeats))
 
 
+def _leaves(model):
+  """(path names, array) of each param of a prepared model."""
+  for path, x in jax.tree_util.tree_flatten_with_path(model.state)[0]:
+    yield [str(getattr(k, 'key', k)) for k in path], x
+
+
+def decode_bytes(model):
+  """Param bytes a decode step reads: all but the embedding table (one row of it is looked up;
+  prepare gave the head its own copy)."""
+  return sum(x.nbytes for names, x in _leaves(model) if 'embedding' not in names)
+
+
 def matmuls_alone(model, batch):
   """A peer that is a decode loop of matmuls alone: NEW steps of `batch` rows through every
-  kernel in turn (each product feeds the next, as in the model), the tied output head last."""
+  kernel of a prepared model in turn (each product feeds the next, as in the model), the
+  output head last."""
   kernels, head = [], None
-  for path, x in jax.tree_util.tree_flatten_with_path(model.state)[0]:
-    names = [str(getattr(k, 'key', k)) for k in path]
-    if 'embedding' in names:
-      head = x.T  # [embed, vocab]
+  for names, x in _leaves(model):
+    if 'head' in names:
+      head = x  # [embed, vocab]
     elif 'kernel' in names:  # Einsum kernels: input axes first, two of them for attn.o
       inputs = 2 if 'o' in names else 1
       kernels.append(x.reshape(math.prod(x.shape[:inputs]), -1))
+  kernels.append(head)
 
-  @jax.jit
-  def loop(x, kernels, head):
+  @functools.partial(jax.jit, compiler_options=sampler.CPU_COMPILER_OPTIONS)  # as the sampler's
+  def loop(x, kernels):
     def step(_, x):
-      for k in kernels + [head]:
+      for k in kernels:
         x = jnp.tile(x, (1, -(-k.shape[0] // x.shape[1])))[:, :k.shape[0]] @ k
       return x[:, :D_MODEL] * 1e-3
     return jax.lax.fori_loop(0, NEW, step, x)
@@ -101,7 +115,7 @@ def matmuls_alone(model, batch):
   rows = jnp.ones((batch, D_MODEL), jnp.float32)
 
   def run():
-    jax.block_until_ready(loop(rows, kernels, head))
+    jax.block_until_ready(loop(rows, kernels))
     return batch * NEW
   return run
 
@@ -153,7 +167,7 @@ def main(argv=None):
       timed(peers[label], 1, label, rates)
   med = {k: statistics.median(v) for k, v in rates.items()}
   bandwidth = dram_bandwidth(args.repeats)
-  param_bytes = sum(x.nbytes for x in jax.tree.leaves(model.state))
+  param_bytes = decode_bytes(model)
   result = {'bench': 'sample', 'cpus': os.cpu_count(), 'jax': jax.__version__,
             'torch': torch.__version__, 'transformers': transformers.__version__,
             'd_model': D_MODEL, 'layers': LAYERS, 'heads': HEADS, 'vocab': VOCAB,
