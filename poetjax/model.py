@@ -265,8 +265,8 @@ class Block(nnx.Module):
 
 
 # Up to this many rows, the tied output head multiplies table @ x^T rather than x @ table^T:
-# on a CPU 1.5x faster at 16 rows (the sampler's decode step at batch 16), even at 128, slower
-# from 256 (training).
+# on a CPU 1.5x faster at 16 rows (decoding a model not passed through sampler.prepare, which
+# unties the head), even at 128, slower from 256 (training).
 _FEW_ROWS = 128
 
 _PROMPT_SEGMENT = -1  # the soft prompt's segment id: every segment attends to it
