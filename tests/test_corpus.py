@@ -135,9 +135,9 @@ def test_splits_are_disjoint_stable_and_sized(simplified):
   assert [corpus.split_of(str(i)) for i in range(2000)].count('validation') == 19
 
 
-def test_full_corpus_sizes(full_corpus_dir):
-  """The acceptance numbers of the data layer on the whole corpus (about 20 s on 2 cores)."""
-  c = corpus.read_corpus(full_corpus_dir)
+def test_full_corpus_sizes(full_corpus):
+  """The acceptance numbers of the data layer on the whole corpus."""
+  c = full_corpus
   genres = collections.Counter(p.genre for p in c.poems)
   assert genres['诗'] >= 300_000 and genres['词'] >= 20_000 and genres['曲'] >= 10_000
   tang = collections.Counter(p.form for p in c.poems if p.dynasty == '唐' and p.genre == '诗')

@@ -1,7 +1,6 @@
 """The committed tokenizers (tokenizer/*.model) on the real validation split, and their trainer."""
 
 import importlib.util
-import os
 import re
 
 import pytest
@@ -9,16 +8,10 @@ import pytest
 from poetjax import sampler
 from poetjax.data import clean
 from poetjax.data import control
-from poetjax.data import corpus as corpus_lib
 from poetjax.data import tokenizer
 from poetjax.data.poem import Poem
 
 _JINGYESI = '床前明月光，疑是地上霜。举头望明月，低头思故乡。'
-
-
-@pytest.fixture(scope='module')
-def corpus():
-  return corpus_lib.read_corpus(os.environ.get(corpus_lib.ENV_VAR, '/work/shared/chinese-poetry'))
 
 
 @pytest.fixture(scope='module')
@@ -32,9 +25,9 @@ def subword():
 
 
 @pytest.mark.parametrize('kind', tokenizer.KINDS)
-def test_validation_poems_round_trip(corpus, kind):
+def test_validation_poems_round_trip(full_corpus, kind):
   tok = tokenizer.load(kind)
-  texts = [p.text for p in corpus.split('validation')]
+  texts = [p.text for p in full_corpus.split('validation')]
   assert len(texts) > 1000
   assert [tok.decode(tok.encode(t)) for t in texts] == texts
 
@@ -52,8 +45,8 @@ def test_special_ids(char, subword):
     assert tok.decode([tok.bos_id, *tok.encode('明月'), tok.eos_id, tok.pad_id]) == '明月'
 
 
-def test_control_pieces_and_sentinels_are_single_ids(corpus, char, subword):
-  pieces = control.vocabulary(corpus.split('train')) + list(control.SENTINELS)
+def test_control_pieces_and_sentinels_are_single_ids(full_corpus, char, subword):
+  pieces = control.vocabulary(full_corpus.split('train')) + list(control.SENTINELS)
   for tok in (char, subword):
     assert all(len(tok.encode(p)) == 1 for p in pieces)
     i = tok.control_id('form', '七言绝句')
