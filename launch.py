@@ -19,6 +19,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from poetjax import jit_cache
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Experiment config file.',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Where the run writes checkpoints and metrics.')
@@ -48,6 +50,7 @@ def main(argv):
   if not flags.FLAGS['verbosity'].present:
     logging.set_verbosity(logging.WARNING)  # orbax and TFDS log every step at INFO
   _default_platforms()
+  jit_cache.enable()
   if cfg.distributed is True or (cfg.distributed == 'auto' and _on_tpu_vm_or_cluster()):
     jax.distributed.initialize()
   # Imported after jax.distributed.initialize(), which must come before any jax computation.

@@ -42,6 +42,7 @@ import tqdm
 from poetjax import checkpoint
 from poetjax import diversity
 from poetjax import generation
+from poetjax import jit_cache
 from poetjax import likelihood
 from poetjax import model as model_lib
 from poetjax import ngram
@@ -297,6 +298,7 @@ def write(report, samples, workdir, out):
 
 def main(argv=None):
   args = parse(argv)
+  jit_cache.enable()
   runs = [(args.workdir, args.adapter)] + [(d, None) for d in args.compare]
   out = pathlib.Path(args.out or pathlib.Path(args.adapter or args.workdir) / 'eval')
   try:

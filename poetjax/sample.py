@@ -25,6 +25,7 @@ import numpy as np
 from poetjax import checker
 from poetjax import checkpoint
 from poetjax import constraints
+from poetjax import jit_cache
 from poetjax import sampler
 from poetjax import templates
 from poetjax import workdir as workdir_lib
@@ -159,6 +160,7 @@ def report_table(poems):
 
 def main(argv=None):
   args = parse(argv)
+  jit_cache.enable()
   try:
     model, tok, _, step = workdir_lib.load(args.workdir, args.step, adapter=args.adapter,
                                            merge=not args.no_merge)
