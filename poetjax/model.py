@@ -183,8 +183,29 @@ class Attention(nnx.Module):
     self.impl = c.attention_impl
 
   def _qkv(self, x, sin, cos):
-    k, v = _unstack(_per_token(self.kv, x), axis=2)
-    return _rotate(_per_token(self.q, x), sin, cos), _rotate(k, sin, cos), v
+    fused = getattr(self, 'qkv', None)
+    if fused is None:
+      q, kv = _per_token(self.q, x), _per_token(self.kv, x)
+    else:  # one [d_model, (heads + 2 * kv_heads) * head_dim] matmul (fuse_qkv)
+      q, kv = jnp.split(_per_token(fused, x), (self.shapes[0][0] * self.shapes[0][1],), -1)
+      q, kv = (y.reshape(*x.shape[:2], *shape) for y, shape in zip((q, kv), self.shapes))
+    k, v = _unstack(kv, axis=2)
+    return _rotate(q, sin, cos), _rotate(k, sin, cos), v
+
+  def fuse_qkv(self):
+    """For decoding (sampler.prepare): q and kv become one matmul, one pass over the input
+    instead of two (1.06x the new tokens/s at batch 1 on a CPU). Left as they are when LoRA or
+    BitFit wraps them or they are split over devices."""
+    q, kv = self.q, self.kv
+    if not (type(q) is nnx.Einsum and type(kv) is nnx.Einsum) or any(
+        len(m.kernel[...].sharding.device_set) > 1 for m in (q, kv)):
+      return
+    table = jnp.concatenate([m.kernel[...].reshape(m.kernel.shape[0], -1) for m in (q, kv)], 1)
+    self.shapes = (q.kernel.shape[1:], kv.kernel.shape[1:])  # [heads, d], [2, kv_heads, d]
+    self.qkv = nnx.data(nnx.Einsum('te,ef->tf', table.shape, dtype=q.dtype,
+                                   param_dtype=q.param_dtype, rngs=nnx.Rngs(0),
+                                   kernel_init=lambda key, shape, dtype: table.astype(dtype)))
+    del self.q, self.kv
 
   def __call__(self, x, sin, cos, mask):
     q, k, v = self._qkv(x, sin, cos)
@@ -357,6 +378,11 @@ class Transformer(nnx.Module):
                                              preferred_element_type=jnp.float32).T, x)
     return _per_token(lambda x: jnp.einsum('te,ve->tv', x, table,
                                            preferred_element_type=jnp.float32), x)
+
+  def fuse_qkv(self):
+    """Each block's q and kv projections as one matmul (Attention.fuse_qkv), for decoding."""
+    for block in self.blocks:
+      block.attn.fuse_qkv()
 
   def untie_head(self):
     """Gives a tied model an output head of its own: the embedding, transposed to [d_model,

@@ -8,7 +8,7 @@
 
 Prompts of different lengths are left-padded to one bucket: each row's RoPE positions start at
 its own first token and its padding is masked out of attention, so a row samples as it would
-alone. Decoding is one `lax.while_loop` over a preallocated cache ([b, max_len, kv_heads,
+alone. Decoding is one `lax.while_loop` over a preallocated cache ([b, kv_heads, max_len,
 head_dim] per layer), stopping early once every row has stopped. Logits go through, in order:
 repetition penalty (CTRL's: a seen token's logit divided by the penalty if positive, multiplied
 if not), the form constraints (poetjax/constraints.py), temperature, top-k, top-p; then argmax
@@ -237,13 +237,15 @@ class Prepared(NamedTuple):
 def prepare(model, dtype=None):
   """(graphdef, state, config) of a model, for repeated calls: nnx.split walks the whole module
   graph, which costs more than decoding a short poem. A tied model gets its head as a copy of
-  the embedding (Transformer.untie_head). dtype (e.g. 'bfloat16'): the model rebuilt to compute
-  and keep its params in that dtype, halving the bytes a decode step reads. Pass the result
-  wherever a model is taken. The model itself is left as it was.
+  the embedding (Transformer.untie_head), and q and kv become one matmul (fuse_qkv). dtype
+  (e.g. 'bfloat16'): the model rebuilt to compute and keep its params in that dtype, halving
+  the bytes a decode step reads. Pass the result wherever a model is taken. The model itself is
+  left as it was.
   """
   config = model.config
   view = nnx.merge(*nnx.split(model))  # new modules over the same arrays
   view.untie_head()
+  view.fuse_qkv()
   cast = dtype is not None and jnp.dtype(dtype) != jnp.dtype(config.dtype)
   if cast:
     config = dataclasses.replace(config, dtype=jnp.dtype(dtype).name,

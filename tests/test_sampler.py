@@ -179,12 +179,17 @@ def test_sharded_params_sample_as_one_device():
   np.testing.assert_array_equal(a.tokens, b.tokens)
 
 
-def test_prepare_unties_a_copy_of_the_head_and_samples_the_same(net):
+def test_prepare_unties_the_head_and_fuses_qkv_of_a_copy_and_samples_the_same(net):
   assert net.config.tie_embeddings and net.head is None
   prepared = sampler.prepare(net)
-  assert net.head is None  # the model itself keeps its tie
-  head = nnx.merge(prepared.graphdef, prepared.state).head.kernel[...]
-  np.testing.assert_array_equal(head, net.embed.embedding[...].T)
+  assert net.head is None and net.blocks[0].attn.q is not None  # the model itself is as it was
+  view = nnx.merge(prepared.graphdef, prepared.state)
+  np.testing.assert_array_equal(view.head.kernel[...], net.embed.embedding[...].T)
+  attn, fused = net.blocks[0].attn, view.blocks[0].attn
+  assert not hasattr(fused, 'q') and not hasattr(fused, 'kv')
+  e = net.config.d_model
+  np.testing.assert_array_equal(fused.qkv.kernel[...], np.concatenate(
+      [attn.q.kernel[...].reshape(e, -1), attn.kv.kernel[...].reshape(e, -1)], 1))
   kw = dict(max_new_tokens=10, temperature=1.0, top_k=20, seed=2, pad_id=0)
   a, b = sampler.generate(net, PROMPTS, **kw), sampler.generate(prepared, PROMPTS, **kw)
   np.testing.assert_array_equal(a.tokens, b.tokens)
@@ -212,7 +217,7 @@ def test_bfloat16_projections_take_bfloat16_and_sum_in_float32(net):
                      r'(tensor<[^>]*>)', text)
   projections = [t for t in types if 'bf16' in t[0] + t[1]]
   config = net.config
-  assert len(projections) == 5 * config.num_layers + 1  # q, kv, o, gate_up, down; tied head
+  assert len(projections) == 4 * config.num_layers + 1  # qkv, o, gate_up, down; the head
   for lhs, rhs, result in projections:
     assert 'bf16' in lhs and 'bf16' in rhs and result.endswith('xf32>'), (lhs, rhs, result)
 

@@ -73,10 +73,16 @@ def gpt2(torch, transformers, dtype=None):
 
 
 def dram_bandwidth(repeats, megabytes=512):
-  """Bytes/s of a jitted sum over an array far larger than the CPU's caches."""
-  x = jnp.ones(megabytes * 2**20 // 4, jnp.float32)
+  """Bytes/s read from an array far larger than the CPU's caches: the faster of a jitted sum
+  (XLA runs it on one core) and a vector-matrix product (split over the cores; on 2 cores here
+  2-3x the sum's rate), so that the roofline is not one core's share of the bandwidth."""
+  x = jnp.ones((1024, megabytes * 2**20 // 4 // 1024), jnp.float32)
+  v = jnp.ones((1, 1024), jnp.float32)
   total = jax.jit(jnp.sum)
-  return x.nbytes / statistics.median(metrics.call_seconds(lambda: total(x), repeats))
+  product = jax.jit(lambda v, x: v @ x, compiler_options=sampler.CPU_COMPILER_OPTIONS)
+  seconds = min(statistics.median(metrics.call_seconds(fn, repeats))
+                for fn in (lambda: total(x), lambda: product(v, x)))
+  return x.nbytes / seconds
 
 
 def _leaves(model):
