@@ -85,5 +85,6 @@ def corpus_dir(full_corpus_dir, tmp_path_factory):
 
 
 def pytest_unconfigure(config):
-  if _OWN_RUN_DIR and not hasattr(config, 'workerinput'):  # the controller, or no xdist
+  del config
+  if _OWN_RUN_DIR:  # the controller (xdist workers inherit the directory), or a plain run
     shutil.rmtree(RUN_DIR, ignore_errors=True)
