@@ -104,9 +104,11 @@ def _largest_threshold(values, measure, target, iterations=40):
   A bisection instead of a sort or lax.top_k over the vocabulary: compare-and-sum passes over
   [rows, vocab] cost a fraction of either on a CPU, and keep exactly the same tokens (the k
   largest, or the most probable ones whose mass first reaches top_p; ties stay together).
-  A row stops once its measure hits the target exactly (top-k: about 14 passes, not 40) or
-  its bounds meet in float32. The answer is always one of the values: no token is cut by
-  rounding.
+  A row stops once its measure hits the target exactly (top-k: about 14 passes, not 40), its
+  bounds meet in float32, or it has no finite value. The answer lies in [low, high) all along
+  (high: past the largest value until it first moves), so it is the smallest value at or above
+  low: a real value, not a midpoint, and no token is cut by rounding. A row with fewer values
+  than the target keeps them all (low stays at its least value).
   """
   finite = jnp.isfinite(values)
   low = jnp.where(finite, values, jnp.inf).min(-1)  # measure(low) is everything: >= target
@@ -125,12 +127,8 @@ def _largest_threshold(values, measure, target, iterations=40):
     return (i + 1, jnp.where(up, mid, low), jnp.where(down, mid, high),
             exact | (up & (at_mid == target)))
 
-  _, low, high, _ = jax.lax.while_loop(unsettled, bisect,
-                                       (0, low, high, jnp.zeros(low.shape, bool)))
-  ok_high = measure(high) >= target
-  # Snap to the smallest value at or above the bound: a real logit, not a midpoint.
-  snapped = jnp.where(values >= low[:, None], values, jnp.inf).min(-1)
-  return jnp.where(ok_high, high, jnp.where(measure(snapped) >= target, snapped, low))
+  low = jax.lax.while_loop(unsettled, bisect, (0, low, high, ~finite.any(-1)))[1]
+  return jnp.where(values >= low[:, None], values, jnp.inf).min(-1)
 
 
 def draw(uniform, logits):
