@@ -1,6 +1,7 @@
 """The chinese_poetry TFDS builder on a slice of the real corpus: written, read back, reused."""
 
 import shutil
+import tempfile
 
 import grain
 import pytest
@@ -78,3 +79,12 @@ def test_batched_read_equals_single_reads(data_dir):
   batched = source.__getitems__(indices)
   assert batched == [source[i] for i in indices]
   assert any(r['tune'] == '' for r in batched) and any(r['tune'] for r in batched)
+
+
+def test_an_unprepared_builder_leaves_the_temp_dir_clean(tmp_path, monkeypatch):
+  # TFDS's own lookup of a public copy left an empty tmp*tfds directory per builder.
+  temp = tmp_path / 'temp'
+  temp.mkdir()
+  monkeypatch.setattr(tempfile, 'tempdir', str(temp))
+  tfds_builder.ChinesePoetry(data_dir=str(tmp_path / 'data'), config='simplified')
+  assert not list(temp.iterdir())

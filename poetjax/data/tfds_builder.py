@@ -19,6 +19,15 @@ from poetjax.data import corpus as corpus_lib
 from poetjax.data import poem
 
 
+class _LocalInfo(tfds.core.DatasetInfo):
+  """DatasetInfo that never looks for this dataset in TFDS's public bucket (it is not there):
+  TFDS's lookup, run whenever a builder is made before its data is prepared, asks the network
+  and leaves an empty tmp*tfds directory behind in the system's temp dir each time."""
+
+  def initialize_from_bucket(self):
+    pass
+
+
 class ChinesePoetry(tfds.core.GeneratorBasedBuilder):
   """Classical Chinese poems from the chinese-poetry corpus, one record per poem."""
 
@@ -37,7 +46,7 @@ class ChinesePoetry(tfds.core.GeneratorBasedBuilder):
     self.corpus = None  # the corpus.Corpus read by the last preparation, for its statistics
 
   def _info(self):
-    return tfds.core.DatasetInfo(
+    return _LocalInfo(
         builder=self,
         description='Classical Chinese poems from the chinese-poetry corpus, cleaned and '
                     'de-duplicated; one record per poem.',
