@@ -174,7 +174,7 @@ def penalize_repeats(logits, seen, penalty):
 
 @_jit(static_argnames=('graphdef', 'max_new', 'top_k', 'greedy', 'use_top_p', 'constrain',
                        'cache_dtype'))
-def _generate(graphdef, state, tokens, pad, banned, first_banned, is_stop, pad_id, key,
+def _generate(graphdef, state, tokens, pad, banned, first_banned, is_stop, pad_id, seeds,
               temperature, top_p, repetition_penalty, tables, plan, cstate, min_new, *, max_new,
               top_k, greedy, use_top_p, constrain, cache_dtype):
   model = nnx.merge(graphdef, state)
@@ -188,7 +188,8 @@ def _generate(graphdef, state, tokens, pad, banned, first_banned, is_stop, pad_i
   # All draws' uniforms at once, a stream per row: random bits inside the loop cost each step
   # two small threefry loops. Step t reads the t-th number of its row's stream whatever
   # max_new is (threefry is counter-based), so a shorter run is a prefix of a longer one.
-  uniforms = jax.vmap(lambda k: jax.random.uniform(k, (max_new,)))(key)
+  # The keys from the seeds in here: vmap outside jit traces anew each call (3 ms a call).
+  uniforms = jax.vmap(lambda s: jax.random.uniform(jax.random.key(s), (max_new,)))(seeds)
 
   def cond(carry):
     t, done = carry[0], carry[5]
@@ -311,7 +312,7 @@ def generate(model, prompts, *, max_new_tokens=64, temperature=1.0, top_k=0, top
   seeds = np.asarray(_per_row_seeds(seed, len(prompts)), np.uint32)
   rule, tables, plan, cstate = _constraint_parts(constraint)
   out, logprob, stuck, cstate = _generate(
-      *inputs, jax.vmap(jax.random.key)(seeds), jnp.float32(temperature), jnp.float32(top_p),
+      *inputs, seeds, jnp.float32(temperature), jnp.float32(top_p),
       jnp.float32(repetition_penalty), tables, plan, cstate, jnp.int32(min_new_tokens),
       max_new=int(max_new_tokens), top_k=int(top_k), greedy=temperature == 0,
       use_top_p=top_p < 1, constrain=rule, cache_dtype=cache_dtype)
