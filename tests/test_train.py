@@ -1,5 +1,7 @@
 """The train step: sharded equals unsharded, accumulation equals one batch, schedule, safety."""
 
+import re
+
 from flax import nnx
 import jax
 import numpy as np
@@ -153,3 +155,16 @@ def test_remat_and_dropout_train_and_advance_the_rng():
   # Different dropout masks at each step: evaluation (no dropout) differs from training loss.
   evaluated = trainer.evaluate(batch, np.ones(VOCAB, np.float32))
   assert float(evaluated['nats'] / evaluated['tokens']) != pytest.approx(losses[1], rel=1e-6)
+
+
+
+def test_cpu_steps_give_ynnpack_only_their_matmuls():
+  """train.CPU_COMPILER_OPTIONS reach the compiled step: no reduction runs in YNNPACK."""
+  trainer = _trainer()
+  with jax.set_mesh(trainer.mesh):
+    hlo = trainer._train_step.lower(trainer.state, trainer.frozen,
+                                    trainer.place(_batch())).compile().as_text()
+  called = re.findall(r'kind=kCustom, calls=(%[\w.]+).*"__ynn_fusion"', hlo)
+  bodies = [re.search(re.escape(name) + r' .*?\n}', hlo, re.S).group(0) for name in called]
+  assert bodies and all(' dot(' in body for body in bodies)
+  assert not [body for body in bodies if ' reduce(' in body]
