@@ -10,11 +10,11 @@ GPT-2 is `transformers.GPT2LMHeadModel` with `torch.optim.AdamW` and `clip_grad_
 Achieved FLOP/s (6 N + attention, see `model.flops_per_token`) are compared with a float32
 matmul peak measured in the same run. On the 2-core dev box (shared) it printed
 
-    ours (poetjax Trainer)    1,576 tokens/s   135 GFLOP/s   0.64 of peak
-    GPT-2 (transformers)      1,689 tokens/s   145 GFLOP/s   0.69 of peak
-    ratio ours / GPT-2        0.933   (per repeat: median 0.924)
+    ours (poetjax Trainer)    1,275 tokens/s   109 GFLOP/s   0.67 of peak
+    GPT-2 (transformers)      1,374 tokens/s   118 GFLOP/s   0.72 of peak
+    ratio ours / GPT-2        0.928   (per repeat: median 0.924)
 
-and then one JSON line; runs on five days gave ratios from 0.87 to 1.02 (the target is 1.0).
+and then one JSON line; runs on six days gave ratios from 0.87 to 1.02 (the target is 1.0).
 The medians of interleaved repeats make the ratio robust to a shared machine's
 noise; the absolute numbers are not.
 """
