@@ -157,7 +157,6 @@ def test_remat_and_dropout_train_and_advance_the_rng():
   assert float(evaluated['nats'] / evaluated['tokens']) != pytest.approx(losses[1], rel=1e-6)
 
 
-
 def test_cpu_steps_give_ynnpack_only_their_matmuls():
   """train.CPU_COMPILER_OPTIONS reach the compiled step: no reduction runs in YNNPACK."""
   trainer = _trainer()
