@@ -8,8 +8,10 @@
 
 Prompts of different lengths are left-padded to one bucket: each row's RoPE positions start at
 its own first token and its padding is masked out of attention, so a row samples as it would
-alone. Decoding is one `lax.while_loop` over a preallocated cache ([b, kv_heads, max_len,
-head_dim] per layer), stopping early once every row has stopped. Logits go through, in order:
+alone. Decoding is a `lax.while_loop` over a preallocated cache ([b, kv_heads, size,
+head_dim] per layer), one loop per cache size: 32 slots past the prompt, then doubling, so a
+step's attention reads the slots filled so far rounded up, not max_len. It stops early once
+every row has stopped. Logits go through, in order:
 repetition penalty (CTRL's: a seen token's logit divided by the penalty if positive, multiplied
 if not), the form constraints (poetjax/constraints.py), temperature, top-k, top-p; then argmax
 (temperature 0) or a draw by the step-th uniform of the stream `key(seed + row)`, so a seed gives
@@ -172,6 +174,40 @@ def penalize_repeats(logits, seen, penalty):
   return jnp.where(seen, jnp.where(logits > 0, logits / penalty, logits * penalty), logits)
 
 
+# The decode loop's cache starts this many slots past the prompt and doubles its room as it
+# fills: each step's attention reads the slots up to the next size, not the whole max_len.
+# At batch 16 that attention reads the cache from DRAM: 1.09x the new tokens/s for 64 new
+# tokens (two sizes), 1.18x for 128 (three). Each size compiles its own loop body.
+CACHE_ROOM = 32
+
+
+def _cache_spans(length, max_new):
+  """The cache sizes the decode loop runs with, in turn, for a prompt of `length` slots:
+  length + 32, + 64, + 128, ... (CACHE_ROOM doubling), the last one length + max_new."""
+  spans, room = [], CACHE_ROOM
+  while room < max_new:
+    spans.append(length + room)
+    room *= 2
+  return spans + [length + max_new]
+
+
+def _grow(cache, size):
+  """The cache with empty slots appended up to `size`: one copy per size, not per step."""
+  grow = lambda c: jnp.pad(c, ((0, 0), (0, 0), (0, size - c.shape[2]), (0, 0)))
+  return jax.tree.map(grow, cache)
+
+
+def _decode_loop(body, carry, length, max_new):
+  """Runs body(carry, span) -> carry until step max_new or every row is done, a
+  `lax.while_loop` per cache size (_cache_spans). carry: (step t, last logits, cache, _, _,
+  done [rows], ...); its cache starts at the first size."""
+  for span in _cache_spans(length, max_new):
+    carry = (*carry[:2], _grow(carry[2], span), *carry[3:])
+    carry = jax.lax.while_loop(lambda c, end=span - length: (c[0] < end) & ~c[5].all(),
+                               functools.partial(body, span=span), carry)
+  return carry
+
+
 @_jit(static_argnames=('graphdef', 'max_new', 'top_k', 'greedy', 'use_top_p', 'constrain',
                        'cache_dtype'))
 def _generate(graphdef, state, tokens, pad, banned, first_banned, is_stop, pad_id, seeds,
@@ -179,9 +215,8 @@ def _generate(graphdef, state, tokens, pad, banned, first_banned, is_stop, pad_i
               top_k, greedy, use_top_p, constrain, cache_dtype):
   model = nnx.merge(graphdef, state)
   n, length = tokens.shape
-  max_len = length + max_new
   rows = jnp.arange(n)
-  last, cache = _prefill(model, tokens, pad, max_len, cache_dtype)
+  last, cache = _prefill(model, tokens, pad, _cache_spans(length, max_new)[0], cache_dtype)
   vocab = last.shape[-1]
   in_prompt = jnp.arange(length)[None, :] >= pad[:, None]
   seen = jnp.zeros((n, vocab), bool).at[rows[:, None], tokens].max(in_prompt)
@@ -191,11 +226,7 @@ def _generate(graphdef, state, tokens, pad, banned, first_banned, is_stop, pad_i
   # The keys are made here, not by the caller: a vmap outside jit traces anew on every call.
   uniforms = jax.vmap(lambda s: jax.random.uniform(jax.random.key(s), (max_new,)))(seeds)
 
-  def cond(carry):
-    t, done = carry[0], carry[5]
-    return (t < max_new) & ~done.all()
-
-  def body(carry):
+  def body(carry, span):
     t, last, cache, seen, out, done, stuck, logprob, cstate = carry
     logits = _without_banned(last, banned, first_banned, is_stop, t, min_new)
     logits = penalize_repeats(logits, seen, repetition_penalty)
@@ -217,13 +248,14 @@ def _generate(graphdef, state, tokens, pad, banned, first_banned, is_stop, pad_i
     out = out.at[:, t].set(token)
     seen = seen.at[rows, token].set(True)
     done = done | is_stop[token]
-    last, cache = _decode_step(model, token, pad, length + t, cache, max_len)
+    last, cache = _decode_step(model, token, pad, length + t, cache, span)
     return t + 1, last, cache, seen, out, done, stuck, logprob, cstate
 
   out = jnp.full((n, max_new), pad_id, jnp.int32)
   carry = (0, last, cache, seen, out, jnp.zeros(n, bool), jnp.zeros(n, bool),
            jnp.zeros(n, jnp.float32), cstate)
-  _, _, _, _, out, _, stuck, logprob, cstate = jax.lax.while_loop(cond, body, carry)
+  carry = _decode_loop(body, carry, length, max_new)
+  _, _, _, _, out, _, stuck, logprob, cstate = carry
   return out, logprob, stuck, cstate
 
 
@@ -413,16 +445,15 @@ def _beam_search(graphdef, state, tokens, pad, banned, first_banned, is_stop, pa
   model = nnx.merge(graphdef, state)
   n, length = tokens.shape
   rows = n * beams
-  max_len = length + max_new
-  last, cache = _prefill(model, tokens, pad, max_len, cache_dtype)
+  last, cache = _prefill(model, tokens, pad, _cache_spans(length, max_new)[0], cache_dtype)
   repeat = lambda x: jnp.repeat(x, beams, axis=0)
   last, cache, pad, first_banned = (repeat(last), jax.tree.map(repeat, cache), repeat(pad),
                                     repeat(first_banned))
   vocab = last.shape[-1]
   is_pad = jnp.arange(vocab) == pad_id
 
-  def body(t, carry):
-    last, cache, scores, out, done, cstate = carry
+  def body(carry, span):
+    t, last, cache, scores, out, done, cstate = carry
     logp = jax.nn.log_softmax(_without_banned(last, banned, first_banned, is_stop, t, min_new))
     if constrain is not None:
       logp = logp + constrain.bias(tables, plan, cstate)
@@ -438,14 +469,15 @@ def _beam_search(graphdef, state, tokens, pad, banned, first_banned, is_stop, pa
       cstate = constrain.advance(tables, plan, cstate, token, done)
     out = out.at[:, t].set(jnp.where(done, pad_id, token))
     done = done | is_stop[token]
-    last, cache = _decode_step(model, token, pad, length + t, cache, max_len)
-    return last, cache, scores, out, done, cstate
+    last, cache = _decode_step(model, token, pad, length + t, cache, span)
+    return t + 1, last, cache, scores, out, done, cstate
 
   # Every beam starts as the same prompt: only the first may expand at step 0.
   scores = jnp.tile(jnp.where(jnp.arange(beams) == 0, 0.0, -jnp.inf), (n, 1))
   out = jnp.full((rows, max_new), pad_id, jnp.int32)
-  carry = (last, cache, scores, out, jnp.zeros(rows, bool), cstate)
-  _, _, scores, out, _, cstate = jax.lax.fori_loop(0, max_new, body, carry)
+  carry = (0, last, cache, scores, out, jnp.zeros(rows, bool), cstate)
+  # Once every beam is done, more steps would only append pad at no cost: the loop stops.
+  _, _, _, scores, out, _, cstate = _decode_loop(body, carry, length, max_new)
   best = jnp.argmax(scores, axis=-1) + jnp.arange(n) * beams
   return out[best], scores.max(-1), jax.tree.map(lambda x: x[best], cstate)
 

@@ -27,12 +27,19 @@ def _full_forward(net, tokens):
   return net(tokens)
 
 
+def test_cache_grows_from_32_slots_past_the_prompt_doubling_to_max_len():
+  assert sampler._cache_spans(8, 32) == [40]
+  assert sampler._cache_spans(16, 40) == [48, 56]
+  assert sampler._cache_spans(8, 200) == [40, 72, 136, 208]
+
+
 def test_greedy_with_cache_equals_argmax_of_full_forward_passes(net):
-  out = sampler.generate(net, PROMPTS, max_new_tokens=12, temperature=0, pad_id=0)
+  # 40 new tokens after a 16-slot prompt: the cache grows once (48 slots, then 56).
+  out = sampler.generate(net, PROMPTS, max_new_tokens=40, temperature=0, pad_id=0)
   for prompt, row in zip(PROMPTS, out.tokens):
     seq = list(prompt)
-    for _ in range(12):  # the whole sequence again each step; right padding is causal-safe
-      logits = _full_forward(net, jnp.asarray([seq + [0] * (32 - len(seq))]))
+    for _ in range(40):  # the whole sequence again each step; right padding is causal-safe
+      logits = _full_forward(net, jnp.asarray([seq + [0] * (64 - len(seq))]))
       seq.append(int(jnp.argmax(logits[0, len(seq) - 1])))
     assert seq[len(prompt):] == row.tolist()
 
@@ -64,7 +71,7 @@ def test_same_seed_same_tokens_other_seed_other_tokens(net):
 def test_a_shorter_run_is_a_prefix_of_a_longer_one(net):
   kw = dict(temperature=1.0, top_k=20, seed=2, pad_id=0)
   short = sampler.generate(net, PROMPTS, max_new_tokens=7, **kw)
-  long = sampler.generate(net, PROMPTS, max_new_tokens=19, **kw)
+  long = sampler.generate(net, PROMPTS, max_new_tokens=45, **kw)  # past a cache growth
   np.testing.assert_array_equal(short.tokens, long.tokens[:, :7])
 
 
@@ -154,10 +161,12 @@ def test_draw_is_the_inverse_cdf_and_never_picks_a_filtered_token():
 def test_beam_search_beats_greedy_and_one_beam_is_greedy(net):
   greedy = sampler.generate(net, PROMPTS, max_new_tokens=10, temperature=0, pad_id=0)
   beams = sampler.beam_search(net, PROMPTS, num_beams=8, max_new_tokens=10, pad_id=0)
-  one = sampler.beam_search(net, PROMPTS, num_beams=1, max_new_tokens=10, pad_id=0)
+  kw = dict(max_new_tokens=36, pad_id=0)  # past a cache growth
+  one = sampler.beam_search(net, PROMPTS, num_beams=1, **kw)
   assert (beams.logprobs >= greedy.logprobs - 1e-4).all()
   assert (beams.logprobs > greedy.logprobs + 1e-3).any()
-  np.testing.assert_array_equal(one.tokens, greedy.tokens)
+  np.testing.assert_array_equal(one.tokens,
+                                sampler.generate(net, PROMPTS, temperature=0, **kw).tokens)
   seq = PROMPTS[0] + beams.tokens[0].tolist()  # the score is the model's log-probability
   logp = jax.nn.log_softmax(net(jnp.asarray([seq]))[0])
   want = sum(float(logp[len(PROMPTS[0]) - 1 + i, t]) for i, t in enumerate(beams.tokens[0]))
