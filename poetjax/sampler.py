@@ -42,13 +42,8 @@ class Output:
 
 # XLA's CPU backend gives matmuls to YNNPACK by default; for the decode loop's few rows its
 # Eigen path is faster: 1.26x the new tokens/s at batch 16 with prepare()'s head, 1.07x at
-# batch 1 (interleaved A/B at the bench.sample shape). The backend also splits every long reduction
-# (norms, softmaxes, the top-k counts over the vocabulary) into a reduce-window and a reduce,
-# for precision over very long rows: two passes and two kernel launches. In one pass a top-k
-# count over [16, 8000] is 4.6x faster; the whole loop at batch 16 1.01x to 1.07x (median of
-# six interleaved A/B runs 1.03x, same tokens), at batch 1 unchanged.
-CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': '',
-                        'xla_disable_hlo_passes': 'tree_reduction_rewriter'}
+# batch 1 (interleaved A/B at the bench.sample shape).
+CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': ''}
 
 
 def _jit(static_argnames):
@@ -57,12 +52,9 @@ def _jit(static_argnames):
     plain = jax.jit(fn, static_argnames=static_argnames)
     cpu = jax.jit(fn, static_argnames=static_argnames, compiler_options=CPU_COMPILER_OPTIONS)
 
-    pick = lambda: cpu if jax.default_backend() == 'cpu' else plain
-
     @functools.wraps(fn)
     def call(*args, **kwargs):
-      return pick()(*args, **kwargs)
-    call.lower = lambda *args, **kwargs: pick().lower(*args, **kwargs)
+      return (cpu if jax.default_backend() == 'cpu' else plain)(*args, **kwargs)
     return call
   return wrap
 

@@ -231,17 +231,6 @@ def test_bfloat16_projections_take_bfloat16_and_sum_in_float32(net):
     assert 'bf16' in lhs and 'bf16' in rhs and result.endswith('xf32>'), (lhs, rhs, result)
 
 
-def test_cpu_decode_loop_runs_each_reduction_in_one_pass(net):
-  """sampler.CPU_COMPILER_OPTIONS reach the compiled loop: no reduction split in two."""
-  inputs = sampler._inputs(sampler.prepare(net), PROMPTS, 0, (), (), (), ())
-  scalars = [jnp.float32(1.0)] * 3
-  lowered = sampler._generate.lower(
-      *inputs, np.arange(3, dtype=np.uint32), *scalars, None, None, None, jnp.int32(0),
-      max_new=4, top_k=20, greedy=False, use_top_p=True, constrain=None, cache_dtype=None)
-  text = lowered.compile().as_text()
-  assert ' reduce(' in text and 'reduce-window' not in text
-
-
 def test_bad_input_is_named(net):
   with pytest.raises(ValueError, match=r'\[99\].*outside the model vocabulary'):
     sampler.generate(net, [[1, 99]], max_new_tokens=2)
