@@ -161,7 +161,7 @@ def test_draw_is_the_inverse_cdf_and_never_picks_a_filtered_token():
 def test_beam_search_beats_greedy_and_one_beam_is_greedy(net):
   greedy = sampler.generate(net, PROMPTS, max_new_tokens=10, temperature=0, pad_id=0)
   beams = sampler.beam_search(net, PROMPTS, num_beams=8, max_new_tokens=10, pad_id=0)
-  kw = dict(max_new_tokens=36, pad_id=0)  # past a cache growth
+  kw = dict(max_new_tokens=40, pad_id=0)  # past a cache growth, as the greedy test above
   one = sampler.beam_search(net, PROMPTS, num_beams=1, **kw)
   assert (beams.logprobs >= greedy.logprobs - 1e-4).all()
   assert (beams.logprobs > greedy.logprobs + 1e-3).any()
