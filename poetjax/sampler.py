@@ -73,8 +73,8 @@ def _prefill(model, tokens, pad, max_len, cache_dtype):
   positions = jnp.maximum(jnp.arange(length)[None, :] - pad[:, None], 0)
   # A soft prompt (prompt tuning) fills the placeholder slots _inputs put after the padding.
   logits, cache = model.extend(tokens, positions, _key_mask(pad, 0, length, max_len), cache, 0,
-                               prompt_start=pad)
-  return logits[:, -1], cache
+                               prompt_start=pad, last_only=True)
+  return logits[:, 0], cache
 
 
 def _decode_step(model, token, pad, index, cache, max_len):

@@ -231,6 +231,18 @@ def test_bfloat16_projections_take_bfloat16_and_sum_in_float32(net):
     assert 'bf16' in lhs and 'bf16' in rhs and result.endswith('xf32>'), (lhs, rhs, result)
 
 
+def test_a_prefill_computes_the_last_positions_logits_only(net):
+  tokens = jnp.asarray([[1, 5, 9, 11], [1, 7, 3, 2]])
+  run = lambda **kw: net.extend(tokens, jnp.broadcast_to(jnp.arange(4), (2, 4)),
+                                jnp.tril(jnp.ones((4, 8), bool))[None].repeat(2, 0),
+                                net.init_cache(2, 8), 0, **kw)
+  (every, every_cache), (last, last_cache) = run(), run(last_only=True)
+  assert last.shape == (2, 1, net.config.vocab_size)
+  np.testing.assert_allclose(last[:, 0], every[:, -1], rtol=1e-5, atol=1e-6)
+  for a, b in zip(jax.tree.leaves(every_cache), jax.tree.leaves(last_cache)):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_bad_input_is_named(net):
   with pytest.raises(ValueError, match=r'\[99\].*outside the model vocabulary'):
     sampler.generate(net, [[1, 99]], max_new_tokens=2)
