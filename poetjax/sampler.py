@@ -67,8 +67,11 @@ def _key_mask(pad, first, count, max_len):
   return mask | (slots == query)  # a padding slot sees itself: no empty rows
 
 
-def _prefill(model, tokens, pad, max_len, cache_dtype):
+def _prefill(model, tokens, pad, max_new, cache_dtype):
+  """The prompt through the model -> (last logits [n, vocab], a cache of the decode loop's
+  first size)."""
   n, length = tokens.shape
+  max_len = _cache_spans(length, max_new)[0]
   cache = model.init_cache(n, max_len, cache_dtype)
   positions = jnp.maximum(jnp.arange(length)[None, :] - pad[:, None], 0)
   # A soft prompt (prompt tuning) fills the placeholder slots _inputs put after the padding.
@@ -176,8 +179,9 @@ def penalize_repeats(logits, seen, penalty):
 
 # The decode loop's cache starts this many slots past the prompt and doubles its room as it
 # fills: each step's attention reads the slots up to the next size, not the whole max_len.
-# At batch 16 that attention reads the cache from DRAM: 1.09x the new tokens/s for 64 new
-# tokens (two sizes), 1.18x for 128 (three). Each size compiles its own loop body.
+# At batch 16 that attention reads the cache from DRAM: 1.08x to 1.10x the new tokens/s for
+# 64 new tokens (two sizes), 0.94x to 1.17x for 128 (three; median of four runs 1.10x). Each
+# size compiles its own loop body.
 CACHE_ROOM = 32
 
 
@@ -216,7 +220,7 @@ def _generate(graphdef, state, tokens, pad, banned, first_banned, is_stop, pad_i
   model = nnx.merge(graphdef, state)
   n, length = tokens.shape
   rows = jnp.arange(n)
-  last, cache = _prefill(model, tokens, pad, _cache_spans(length, max_new)[0], cache_dtype)
+  last, cache = _prefill(model, tokens, pad, max_new, cache_dtype)
   vocab = last.shape[-1]
   in_prompt = jnp.arange(length)[None, :] >= pad[:, None]
   seen = jnp.zeros((n, vocab), bool).at[rows[:, None], tokens].max(in_prompt)
@@ -445,7 +449,7 @@ def _beam_search(graphdef, state, tokens, pad, banned, first_banned, is_stop, pa
   model = nnx.merge(graphdef, state)
   n, length = tokens.shape
   rows = n * beams
-  last, cache = _prefill(model, tokens, pad, _cache_spans(length, max_new)[0], cache_dtype)
+  last, cache = _prefill(model, tokens, pad, max_new, cache_dtype)
   repeat = lambda x: jnp.repeat(x, beams, axis=0)
   last, cache, pad, first_banned = (repeat(last), jax.tree.map(repeat, cache), repeat(pad),
                                     repeat(first_banned))
