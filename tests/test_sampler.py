@@ -132,6 +132,20 @@ def test_top_k_top_p_keep_exactly_the_reference_set(k, p):
   np.testing.assert_array_equal(np.isfinite(np.asarray(got)), _reference_keep(x, k, p))
 
 
+@pytest.mark.parametrize('k', [1, 5, 12])
+def test_top_k_over_the_best_chunks_keeps_the_k_largest_of_the_whole_row(k):
+  rng = np.random.default_rng(k)
+  x = np.round(rng.normal(size=(5, 203)) * 2).astype(np.float32)  # ties; 203: a partial chunk
+  x[1, rng.permutation(203)[:195]] = -np.inf  # fewer finite values than k (for k 12)
+  x[2] = -np.inf
+  x[3, :16] = x[3].max() + 1  # one chunk holds more than k of the largest
+  assert k * sampler.TOP_K_CHUNK < x.shape[1]  # the chunked path, not the whole row
+  got = sampler.filter_logits(jnp.asarray(x), temperature=1.0, top_k=k, top_p=1.0,
+                              use_top_p=False)
+  keep = _reference_keep(x, k, 1.0) & np.isfinite(x)
+  np.testing.assert_array_equal(np.isfinite(np.asarray(got)), keep)
+
+
 def test_prefix_sums_match_numpy():
   x = np.random.default_rng(0).uniform(size=(3, 300)).astype(np.float32)  # not whole blocks
   got = sampler._exclusive_prefix_sums(jnp.asarray(x))
