@@ -27,14 +27,15 @@ from poetjax import peft
 from poetjax import sharding
 
 
-# XLA's CPU backend hands YNNPACK its matmuls and, by default, its reductions with the
-# elementwise ops around them. A YNNPACK fusion takes no broadcast operand, so XLA wrote out
-# every broadcast it reads (each norm scale as a [batch, length, d_model] array, each step).
-# Matmuls only: the train step at bench.train's shape ran 1.03x to 1.11x faster (five
-# interleaved A/B runs), with the same losses to the last bit. Its other kernels built for
+# XLA's CPU backend hands YNNPACK its matmuls by default. YNNPACK takes only row-major
+# operands, so XLA wrote a transposed copy for most weight and input gradients and for the
+# attention's batched products: 90 copies, 379 MB a step at bench.train's shape. Eigen reads
+# them transposed in place: 12 copies, 38 MB.
+# Without YNNPACK the train step at bench.train's shape ran 1.03x to 1.08x faster (paired
+# medians of six interleaved A/B runs, 9 to 25 repeats). Its other kernels are built for
 # 512-bit vectors (two AVX2 registers each, so more independent sums in flight): 1.04x to
 # 1.11x (three A/B runs, median 1.07x), the same losses.
-CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT',
+CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': '',
                         'xla_cpu_prefer_vector_width': 512}
 
 
