@@ -14,8 +14,8 @@ matmul peak measured in the same run. On the 2-core dev box (shared) it printed
     GPT-2 (transformers)      1,374 tokens/s   118 GFLOP/s   0.72 of peak
     ratio ours / GPT-2        0.928   (per repeat: median 0.924)
 
-and then one JSON line; runs on six days gave ratios from 0.87 to 1.02, three on loaded days
-0.82 to 0.86 (the target is 1.0).
+and then one JSON line; runs on six days gave ratios from 0.87 to 1.02, on loaded days 0.82
+to 0.90 (the target is 1.0).
 The medians of interleaved repeats make the ratio robust to a shared machine's
 noise; the absolute numbers are not.
 """
