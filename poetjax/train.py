@@ -32,9 +32,9 @@ from poetjax import sharding
 # attention's batched products: 90 copies, 379 MB a step at bench.train's shape. Eigen reads
 # them transposed in place: 12 copies, 38 MB.
 # Without YNNPACK the train step at bench.train's shape ran 1.03x to 1.08x faster (paired
-# medians of six interleaved A/B runs, 9 to 25 repeats). Its other kernels are built for
+# medians of six interleaved A/B runs, 9 to 25 repeats). XLA's own kernels are built for
 # 512-bit vectors (two AVX2 registers each, so more independent sums in flight): 1.04x to
-# 1.11x (three A/B runs, median 1.07x), the same losses.
+# 1.11x with YNNPACK on (three A/B runs, median 1.07x), even with it off; the same losses.
 CPU_COMPILER_OPTIONS = {'xla_cpu_experimental_ynn_fusion_type': '',
                         'xla_cpu_prefer_vector_width': 512}
 
