@@ -111,7 +111,7 @@ def score(model, tokenizer, examples, *, seq_len, labels=False, batch_rows=16, p
   model: a Transformer or sampler.prepare's result. progress: called with the number of rows
   done after each batch (e.g. a progress bar's update).
   """
-  graphdef, state, _ = sampler.unpack(model)
+  graphdef, state = sampler.unpack(model)[:2]
   examples = list(examples)
   pieces, tokens = [], np.zeros(len(examples), np.int64)
   for index, example in enumerate(examples):

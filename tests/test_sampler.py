@@ -219,6 +219,41 @@ def test_prepare_unties_the_head_and_fuses_qkv_of_a_copy_and_samples_the_same(ne
   np.testing.assert_allclose(a.logprobs, b.logprobs, rtol=1e-5)
 
 
+def test_one_row_decodes_with_its_kernels_rows_first_and_samples_the_same(net):
+  prepared = sampler.prepare(net)
+  view = nnx.merge(*prepared.one_row())
+  assert prepared.one_row() is prepared.one_row()  # built once
+  swapped = [m for _, m in nnx.iter_modules(view) if isinstance(m, model_lib.RowsFirst)]
+  assert len(swapped) == 4 * net.config.num_layers + 1  # qkv, o, gate_up, down; the head
+  e = net.config.d_model
+  np.testing.assert_array_equal(view.blocks[0].mlp.gate_up.table[...],
+                                net.blocks[0].mlp.gate_up.kernel[...].reshape(e, -1).T)
+  kw = dict(max_new_tokens=10, temperature=1.0, top_k=20, seed=2, pad_id=0)
+  for prompt in PROMPTS[::2]:
+    a, b = sampler.generate(net, [prompt], **kw), sampler.generate(prepared, [prompt], **kw)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_allclose(a.logprobs, b.logprobs, rtol=1e-5)
+
+
+def test_a_decode_loop_updates_the_cache_in_place(net):
+  # One row: a cache reshaped for attention made XLA copy every layer's cache 4 times a step.
+  def loop(state, token):
+    model = nnx.merge(graphdef, state)
+    body = lambda i, cache: model.extend(token, i[None, None], jnp.ones((1, 1, 16), bool),
+                                         cache, i)[1]
+    return jax.lax.fori_loop(0, 16, body, model.init_cache(1, 16))
+
+  graphdef, state = nnx.split(net)
+  cache_shape = net.init_cache(1, 16)[0][0].shape
+  text = jax.jit(loop).lower(state, jnp.ones((1, 1), jnp.int32)).compile().as_text()
+  shape = 'f32[' + ','.join(map(str, cache_shape)) + ']'
+  bodies = re.findall(r' while\(.*body=%([\w.\-]+)', text)
+  copies = [line for body in bodies
+            for line in re.search(r'\n%' + re.escape(body) + r' .*?\n}', text, re.S)[0].splitlines()
+            if ' copy(' in line and shape in line]
+  assert bodies and not copies, copies[:2]
+
+
 def test_bfloat16_sampling_runs_and_mostly_agrees(net):
   f32 = sampler.generate(net, PROMPTS, max_new_tokens=6, temperature=0, pad_id=0)
   bf16 = sampler.generate(sampler.prepare(net, 'bfloat16'), PROMPTS, max_new_tokens=6,
