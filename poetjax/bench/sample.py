@@ -12,7 +12,7 @@ with bfloat16 units both run faster than in float32 at batch 16.
 Part 2: our sampler at the char tokenizer's vocab, 七言绝句 with hard 平仄 and rhyme against
 unconstrained, batch 1 and 16: the cost of the constraints.
 Part 3, the ceilings: a decode loop of the same model's matmuls alone (each step the kernels in
-turn, nothing else), interleaved with the rest, and at batch 1 the memory roofline: param bytes
+turn, nothing else, in the sampler's layout for that batch), interleaved with the rest, and at batch 1 the memory roofline: param bytes
 per token over the DRAM bandwidth measured here. No float32 sampler of this model on this CPU
 passes them.
 Prints a table and one JSON line. Medians of interleaved repeats; quote the ratios.
@@ -85,35 +85,39 @@ def dram_bandwidth(repeats, megabytes=512):
   return x.nbytes / seconds
 
 
-def _leaves(model):
-  """(path names, array) of each param of a prepared model."""
-  for path, x in jax.tree_util.tree_flatten_with_path(model.state)[0]:
+def _leaves(state):
+  """(path names, array) of each param of a prepared model's state."""
+  for path, x in jax.tree_util.tree_flatten_with_path(state)[0]:
     yield [str(getattr(k, 'key', k)) for k in path], x
 
 
 def decode_bytes(model):
   """Param bytes a decode step reads: all but the embedding table (one row of it is looked up;
   prepare gave the head its own copy)."""
-  return sum(x.nbytes for names, x in _leaves(model) if 'embedding' not in names)
+  return sum(x.nbytes for names, x in _leaves(model.state) if 'embedding' not in names)
 
 
 def matmuls_alone(model, batch):
   """A peer that is a decode loop of matmuls alone: NEW steps of `batch` rows through every
-  kernel of a prepared model in turn (each product feeds the next, as in the model), the
-  output head last."""
-  kernels, head = [], None
-  for names, x in _leaves(model):
-    if 'head' in names:
-      head = x  # [embed, vocab]
+  kernel of a prepared model in turn (each product feeds the next, as in the model), in the
+  layout the sampler decodes that many rows with: [in, out], or at one row the [out, in]
+  copies of `prepare`'s one_row (model.RowsFirst)."""
+  rows_first = batch == 1 and model.one_row is not None
+  kernels = []  # [in, out] each, or [out, in] when rows_first
+  for names, x in _leaves(model.one_row()[1] if rows_first else model.state):
+    if rows_first:
+      kernels += [x] if 'table' in names else []
+    elif 'head' in names:
+      kernels.append(x)  # [embed, vocab]
     elif 'kernel' in names:  # Einsum kernels: input axes first, two of them for attn.o
       inputs = 2 if 'o' in names else 1
       kernels.append(x.reshape(math.prod(x.shape[:inputs]), -1))
-  kernels.append(head)
 
   @functools.partial(jax.jit, compiler_options=sampler.CPU_COMPILER_OPTIONS)  # as the sampler's
   def loop(x, kernels):
     def step(_, x):
       for k in kernels:
+        k = k.T if rows_first else k  # in the jit, fused into the product as in the sampler
         x = jnp.tile(x, (1, -(-k.shape[0] // x.shape[1])))[:, :k.shape[0]] @ k
       return x[:, :D_MODEL] * 1e-3
     return jax.lax.fori_loop(0, NEW, step, x)
