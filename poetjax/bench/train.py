@@ -15,7 +15,7 @@ matmul peak measured in the same run. On the 2-core dev box (shared) it printed
     ratio ours / GPT-2        0.928   (per repeat: median 0.924)
 
 and then one JSON line; runs on six days gave ratios from 0.87 to 1.02, on loaded days 0.82
-to 0.90 (the target is 1.0).
+to 0.90 (Zen 3 hosts), and 0.999 on a Zen 4 host with AVX-512 (the target is 1.0).
 The medians of interleaved repeats make the ratio robust to a shared machine's
 noise; the absolute numbers are not.
 """
