@@ -155,15 +155,21 @@ def test_remat_and_dropout_train_and_advance_the_rng():
   assert float(evaluated['nats'] / evaluated['tokens']) != pytest.approx(losses[1], rel=1e-6)
 
 
-def test_cpu_steps_run_their_matmuls_without_ynnpack():
-  """train.CPU_COMPILER_OPTIONS reach the compiled step: no matmul is handed to YNNPACK."""
+def test_cpu_steps_run_matmuls_without_ynnpack_and_reductions_in_one_pass():
+  """train.CPU_COMPILER_OPTIONS reach the compiled step: no matmul is handed to YNNPACK, and no
+  reduction is split into a reduce-window and a reduce (XLA's tree reduction)."""
   trainer = _trainer()
   with jax.set_mesh(trainer.mesh):
     hlo = trainer._train_step.lower(trainer.state, trainer.frozen,
                                     trainer.place(_batch())).compile().as_text()
-  # What the check below would see: a matmul given to YNNPACK (one matmul, not a second step).
+  # What the checks below would see, on one small function each, not a second step: a matmul
+  # given to YNNPACK, and a long reduction split in two by default.
   x = np.ones((64, 64), np.float32)
   ynn = {'xla_cpu_experimental_ynn_fusion_type': 'LIBRARY_FUSION_TYPE_DOT'}
   matmul = jax.jit(lambda a, b: a @ b).lower(x, x).compile(compiler_options=ynn).as_text()
   assert '"__ynn_fusion"' in matmul
+  tree = {k: v for k, v in train.CPU_COMPILER_OPTIONS.items() if k != 'xla_disable_hlo_passes'}
+  total = jax.jit(lambda a: a.sum()).lower(x).compile(compiler_options=tree).as_text()
+  assert ' reduce-window(' in total
   assert '"__ynn_fusion"' not in hlo and ' dot(' in hlo
+  assert ' reduce-window(' not in hlo and ' reduce(' in hlo
