@@ -8,14 +8,16 @@ GPT-2, ours, ...) after a warm-up, in this process, on every core: d_model 384, 
 width 1024: 3 * 384 * 1024 = GPT-2's 2 * 384 * 1536 MLP params and FLOPs; RoPE, no biases);
 GPT-2 is `transformers.GPT2LMHeadModel` with `torch.optim.AdamW` and `clip_grad_norm_`.
 Achieved FLOP/s (6 N + attention, see `model.flops_per_token`) are compared with a float32
-matmul peak measured in the same run. On the 2-core dev box (shared) it printed
+matmul peak measured in the same run. On the 2-core dev box (shared; `--repeats 9`, a Zen 4
+host with AVX-512) it printed
 
-    ours (poetjax Trainer)    1,275 tokens/s   109 GFLOP/s   0.67 of peak
-    GPT-2 (transformers)      1,374 tokens/s   118 GFLOP/s   0.72 of peak
-    ratio ours / GPT-2        0.928   (per repeat: median 0.924)
+    ours (poetjax Trainer)    1,484 tokens/s   127 GFLOP/s   0.69 of peak
+    GPT-2 (transformers)      1,406 tokens/s   120 GFLOP/s   0.65 of peak
+    ratio ours / GPT-2        1.055   (per repeat: median 1.046)
 
-and then one JSON line; runs on six days gave ratios from 0.87 to 1.02, on loaded days 0.82
-to 0.90 (Zen 3 hosts), and 0.999 on a Zen 4 host with AVX-512 (the target is 1.0).
+and then one JSON line; four runs that day gave 0.984 to 1.101 (median 1.03; the target is
+1.0). On Zen 3 hosts (AVX2), before the step's reductions ran in one pass, runs on six days
+gave 0.87 to 1.02, on loaded days 0.82 to 0.90.
 The medians of interleaved repeats make the ratio robust to a shared machine's
 noise; the absolute numbers are not.
 """
