@@ -122,7 +122,8 @@ class RowsFirst(nnx.Module):
   """A projection 't<in>,<in><out>->t<out>' with its kernel stored as [out, in], for decoding
   one row on a CPU: XLA then fuses the vector-matrix product into a loop that reads each
   output's weights as one contiguous row, where the [in, out] kernel goes to Eigen's gemv
-  (1.2x faster on this model's products at batch 1; 3x slower at batch 4, so only for one).
+  (1.2x to 1.6x faster on this model's products at batch 1, by host; 3x to 4x slower at 2 to
+  4 rows, so only for one).
   """
 
   def __init__(self, projection):
