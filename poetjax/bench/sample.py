@@ -12,9 +12,9 @@ with bfloat16 units both run faster than in float32 at batch 16.
 Part 2: our sampler at the char tokenizer's vocab, 七言绝句 with hard 平仄 and rhyme against
 unconstrained, batch 1 and 16: the cost of the constraints.
 Part 3, the ceilings: a decode loop of the same model's matmuls alone (each step the kernels in
-turn, nothing else, in the sampler's layout for that batch), interleaved with the rest, and at batch 1 the memory roofline: param bytes
-per token over the DRAM bandwidth measured here. No float32 sampler of this model on this CPU
-passes them.
+turn, nothing else, in the sampler's layout for that batch), interleaved with the rest, and at
+batch 1 the memory roofline: param bytes per token over the DRAM bandwidth measured here. No
+float32 sampler of this model on this CPU passes them.
 Prints a table and one JSON line. Medians of interleaved repeats; quote the ratios.
 """
 
@@ -106,7 +106,8 @@ def matmuls_alone(model, batch):
   kernels = []  # [in, out] each, or [out, in] when rows_first
   for names, x in _leaves(model.one_row()[1] if rows_first else model.state):
     if rows_first:
-      kernels += [x] if 'table' in names else []
+      if 'table' in names:  # RowsFirst tables, the head's included
+        kernels.append(x)
     elif 'head' in names:
       kernels.append(x)  # [embed, vocab]
     elif 'kernel' in names:  # Einsum kernels: input axes first, two of them for attn.o
