@@ -88,40 +88,84 @@ def _decode_step(model, token, pad, index, cache, max_len):
 
 
 def filter_logits(logits, *, temperature, top_k, top_p, use_top_p=True):
-  """Temperature, then keep the top_k largest (0 = all), then the smallest set of mass top_p."""
-  logits = logits / jnp.maximum(temperature, 1e-6)
-  if top_k:
-    logits = jnp.where(logits >= _kth_largest(logits, top_k)[:, None], logits, -jnp.inf)
-  if use_top_p:
-    probs = jax.nn.softmax(logits, axis=-1)
-    mass = lambda least: jnp.where(probs >= least[:, None], probs, 0.0).sum(-1)
-    logits = jnp.where(probs >= _largest_threshold(probs, mass, top_p)[:, None], logits,
-                       -jnp.inf)
-  return logits
+  """Temperature, then keep the top_k largest (0 = all), then the smallest set of mass top_p:
+  the logits sample_tokens draws from, over the whole vocabulary (-inf: filtered out)."""
+  def scattered(values, ids):
+    if ids is None:
+      return values
+    full = jnp.full(logits.shape, -jnp.inf, values.dtype)
+    return full.at[jnp.arange(len(ids))[:, None], ids].set(values, mode='drop')
+  return _filtered(logits, scattered, temperature=temperature, top_k=top_k, top_p=top_p,
+                   use_top_p=use_top_p)
+
+
+def sample_tokens(uniform, logits, *, temperature, top_k, top_p, use_top_p=True):
+  """One id per row drawn from filter_logits' logits by its uniform in [0, 1) (`draw`)."""
+  def drawn(values, ids):
+    pick = draw(uniform, values)
+    return pick if ids is None else jnp.take_along_axis(ids, pick[:, None], 1)[:, 0]
+  return _filtered(logits, drawn, temperature=temperature, top_k=top_k, top_p=top_p,
+                   use_top_p=use_top_p)
 
 
 TOP_K_CHUNK = 16
 
 
-def _kth_largest(logits, k, chunk=TOP_K_CHUNK):
-  """Per row, the k-th largest logit (the largest t with at least k logits >= t).
+def _filtered(logits, pick, *, temperature, top_k, top_p, use_top_p):
+  """pick(values, ids) of the filtered logits: values [rows, m], -inf where filtered out, for
+  the ids [rows, m] (None: the whole vocabulary in order).
 
-  The k largest lie in the k chunks of `chunk` ids with the largest maxima: a chunk outside
-  them has its maximum at or below the k-th largest chunk maximum, itself at or below the
-  k-th largest logit. So for any t, "at least k values >= t" holds over those k * chunk
-  values exactly when it holds over the vocabulary, and the bisection counts over them
-  alone: 2.7x and 3.0x faster at [16, 8000] with k 50 on a CPU (two runs), the same threshold.
+  With top-k, only the k + 1 best chunks of ids can hold what is kept (_best_chunks), so top-p
+  and the draw run over those alone: at [16, 8000] with top-k 50 a sampling step takes 0.84x
+  the time of one over the whole vocabulary, with top-p 0.9 as well 0.37x (0.56x and 0.28x at
+  [16, 13,568]).
+  """
+  logits = logits / jnp.maximum(temperature, 1e-6)
+  nucleus = lambda values: _nucleus(values, top_p) if use_top_p else values
+  if top_k and top_k * TOP_K_CHUNK < logits.shape[-1]:
+    values, ids, least = _best_chunks(logits, top_k)
+    kth = _kth_largest(values, top_k)
+    top_k_of = lambda x: jnp.where(x >= kth[:, None], x, -jnp.inf)
+    # A logit tied with the k-th in a chunk left out is kept too, as by a top-k of the row.
+    return jax.lax.cond((least < kth).all(), lambda: pick(nucleus(top_k_of(values)), ids),
+                        lambda: pick(nucleus(top_k_of(logits)), None))
+  if top_k:
+    logits = jnp.where(logits >= _kth_largest(logits, top_k)[:, None], logits, -jnp.inf)
+  return pick(nucleus(logits), None)
+
+
+def _best_chunks(logits, count, chunk=TOP_K_CHUNK):
+  """The logits in the `count` + 1 chunks of ids with the largest maxima: (values [rows,
+  (count + 1) * chunk], their ids, the least of those maxima [rows]).
+
+  Chunk j holds ids j, j + w, j + 2w, ... (w = n / chunk, rounded up): a chunk's maximum is
+  then an elementwise max over `chunk` contiguous slices. Every logit above the least maximum
+  lies in the best `count` chunks; so do the k largest logits (count >= k). The extra chunk
+  gives that least maximum without slicing top_k's output, which XLA turns into a sort of the
+  whole row (10x slower on a CPU).
   """
   rows, n = logits.shape
-  values = logits
-  if k * chunk < n:
-    blocks = jnp.pad(logits, ((0, 0), (0, -n % chunk)), constant_values=-jnp.inf)
-    blocks = blocks.reshape(rows, -1, chunk)
-    _, best = jax.lax.top_k(blocks.max(-1), k)
-    values = jnp.take_along_axis(blocks, best[:, :, None], axis=1).reshape(rows, -1)
+  width = -(-n // chunk)
+  blocks = jnp.pad(logits, ((0, 0), (0, width * chunk - n)), constant_values=-jnp.inf)
+  blocks = blocks.reshape(rows, chunk, width)
+  maxima, best = jax.lax.top_k(blocks.max(1), count + 1)  # callers: count < width
+  values = jnp.take_along_axis(blocks, best[:, None, :], axis=2).reshape(rows, -1)
+  ids = (best[:, None, :] + width * jnp.arange(chunk)[None, :, None]).reshape(rows, -1)
+  return values, ids.astype(jnp.int32), maxima.min(-1)
+
+
+def _kth_largest(values, k):
+  """Per row, the k-th largest value (the largest t with at least k values >= t)."""
   # Counted in float32 (exact up to 2**24 ids): its row sum is 30% faster than int32's on a CPU.
   count = lambda kth: jnp.where(values >= kth[:, None], 1.0, 0.0).sum(-1)
   return _largest_threshold(values, count, k)
+
+
+def _nucleus(values, top_p):
+  """values, -inf outside the smallest set of the most probable ones whose mass reaches top_p."""
+  probs = jax.nn.softmax(values, axis=-1)
+  mass = lambda least: jnp.where(probs >= least[:, None], probs, 0.0).sum(-1)
+  return jnp.where(probs >= _largest_threshold(probs, mass, top_p)[:, None], values, -jnp.inf)
 
 
 def _largest_threshold(values, measure, target, iterations=40):
@@ -270,9 +314,8 @@ def _generate(graphdef, state, tokens, pad, banned, first_banned, is_stop, pad_i
     if greedy:
       token = jnp.argmax(logits, axis=-1)
     else:
-      filtered = filter_logits(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                               use_top_p=use_top_p)
-      token = draw(uniforms[:, t], filtered)
+      token = sample_tokens(uniforms[:, t], logits, temperature=temperature, top_k=top_k,
+                            top_p=top_p, use_top_p=use_top_p)
     token = jnp.where(done, pad_id, token).astype(jnp.int32)
     logprob = logprob + jnp.where(done, 0.0, last[rows, token] - jax.nn.logsumexp(last, -1))
     if constrain is not None:

@@ -138,12 +138,46 @@ def test_top_k_over_the_best_chunks_keeps_the_k_largest_of_the_whole_row(k):
   x = np.round(rng.normal(size=(5, 203)) * 2).astype(np.float32)  # ties; 203: a partial chunk
   x[1, rng.permutation(203)[:195]] = -np.inf  # fewer finite values than k (for k 12)
   x[2] = -np.inf
-  x[3, :16] = x[3].max() + 1  # one chunk holds more than k of the largest
+  width = -(-203 // sampler.TOP_K_CHUNK)  # chunk j: ids j, j + width, ...
+  x[3, ::width] = x[3].max() + 1  # one chunk holds more than k of the largest
+  x[4] = 1.0  # all tied with the k-th: kept, the chunks left out included
   assert k * sampler.TOP_K_CHUNK < x.shape[1]  # the chunked path, not the whole row
   got = sampler.filter_logits(jnp.asarray(x), temperature=1.0, top_k=k, top_p=1.0,
                               use_top_p=False)
   keep = _reference_keep(x, k, 1.0) & np.isfinite(x)
   np.testing.assert_array_equal(np.isfinite(np.asarray(got)), keep)
+
+
+def _peaked_and_flat_rows(vocab=3000):
+  rng = np.random.default_rng(3)
+  x = (rng.normal(size=(4, vocab)) * 4).astype(np.float32)
+  x[2] = rng.normal(size=vocab) * 0.01  # flat: top-p keeps most of the vocabulary
+  x[3, rng.permutation(vocab)[:2000]] = -np.inf
+  return x
+
+
+@pytest.mark.parametrize('k,p', [(50, 0.9), (50, 1.0), (5, 0.5), (0, 0.9)])
+def test_filters_of_a_large_vocab_keep_the_reference_set(k, p):
+  x = _peaked_and_flat_rows()
+  assert 51 * sampler.TOP_K_CHUNK < x.shape[1]  # top-k 50: the best chunks' path
+  got = sampler.filter_logits(jnp.asarray(x), temperature=1.0, top_k=k, top_p=p,
+                              use_top_p=p < 1)
+  np.testing.assert_array_equal(np.isfinite(np.asarray(got)), _reference_keep(x, k, p))
+
+
+@pytest.mark.parametrize('k,p', [(0, 0.9), (50, 1.0), (50, 0.8)])
+def test_sample_tokens_draws_each_kept_id_by_its_probability(k, p):
+  x = _peaked_and_flat_rows()[[0, 1]]  # peaked rows: the draw among the best chunks' ids
+  kept = _reference_keep(x, k, p)
+  n = 20_000
+  uniforms = jnp.asarray(np.stack([np.arange(n) / n] * 2, 1).astype(np.float32))
+  tokens = np.asarray(jax.jit(jax.vmap(lambda u: sampler.sample_tokens(
+      u, jnp.asarray(x), temperature=1.0, top_k=k, top_p=p, use_top_p=p < 1)))(uniforms))
+  probs = np.asarray(jax.nn.softmax(jnp.asarray(np.where(kept, x, -np.inf))))
+  for row in range(2):
+    counts = np.bincount(tokens[:, row], minlength=x.shape[1])
+    assert kept[row, tokens[:, row]].all()
+    assert np.abs(counts - probs[row] * n).max() <= 2
 
 
 def test_prefix_sums_match_numpy():
