@@ -110,7 +110,7 @@ def test_start_banned_ids_only_bar_the_first_token_after_a_start_id(net):
 
 def _reference_keep(x, k, p):
   keep = np.ones_like(x, bool)
-  if k:
+  if k and k < x.shape[1]:  # a larger k keeps the whole row
     keep &= x >= np.sort(x, -1)[:, -k][:, None]
   z = np.where(keep, x, -np.inf)
   probs = np.exp(z - z.max(-1, keepdims=True))
@@ -122,7 +122,8 @@ def _reference_keep(x, k, p):
   return keep
 
 
-@pytest.mark.parametrize('k,p', [(0, 0.5), (7, 1.0), (20, 0.8), (1, 0.3), (0, 0.999)])
+@pytest.mark.parametrize('k,p', [(0, 0.5), (7, 1.0), (20, 0.8), (1, 0.3), (0, 0.999),
+                                 (250, 0.8)])
 def test_top_k_top_p_keep_exactly_the_reference_set(k, p):
   rng = np.random.default_rng(k)
   x = (rng.normal(size=(6, 200)) * rng.uniform(0.5, 4, (6, 1))).astype(np.float32)
