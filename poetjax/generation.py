@@ -37,6 +37,7 @@ class Settings:
   tunes: int = 5              # the most frequent 词牌 evaluated beside the shi forms
   tones: str = 'loose'        # 'loose' (一三五不论) or 'strict', for constraints and checker
   temperature: float = 0.8
+  top_k: int = 50             # before top-p, as the sample CLI and Hugging Face generate
   top_p: float = 0.9
   repetition_penalty: float = 1.2
   seed: int = 0
@@ -58,7 +59,7 @@ def sample(prepared, tok, prompts, *, seed, max_new, settings, constraint=None, 
     rows = list(range(start, min(start + settings.batch, len(prompts))))
     out = sampler.generate(
         prepared, [prompts[r] for r in rows], max_new_tokens=max_new,
-        temperature=settings.temperature, top_p=settings.top_p,
+        temperature=settings.temperature, top_k=settings.top_k, top_p=settings.top_p,
         repetition_penalty=settings.repetition_penalty, seed=[seed + r for r in rows],
         constraint=constraint and constraint(rows), **options)
     texts += sampler.texts(tok, out)
