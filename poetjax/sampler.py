@@ -120,15 +120,16 @@ def _filtered(logits, pick, *, temperature, top_k, top_p, use_top_p):
   the time of one over the whole vocabulary, with top-p 0.9 as well 0.37x (0.56x and 0.28x at
   [16, 13,568]).
   """
-  logits = logits / jnp.maximum(temperature, 1e-6)
+  temperature = jnp.maximum(temperature, 1e-6)
   nucleus = lambda values: _nucleus(values, top_p) if use_top_p else values
   if top_k and top_k * TOP_K_CHUNK < logits.shape[-1]:
-    values, ids, least = _best_chunks(logits, top_k)
+    values, ids, least = _best_chunks(logits, top_k)  # the same k largest at any temperature
     kth = _kth_largest(values, top_k)
-    top_k_of = lambda x: jnp.where(x >= kth[:, None], x, -jnp.inf)
+    top_k_of = lambda x: jnp.where(x >= kth[:, None], x / temperature, -jnp.inf)
     # A logit tied with the k-th in a chunk left out is kept too, as by a top-k of the row.
     return jax.lax.cond((least < kth).all(), lambda: pick(nucleus(top_k_of(values)), ids),
                         lambda: pick(nucleus(top_k_of(logits)), None))
+  logits = logits / temperature
   if top_k:
     logits = jnp.where(logits >= _kth_largest(logits, top_k)[:, None], logits, -jnp.inf)
   return pick(nucleus(logits), None)

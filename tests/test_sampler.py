@@ -166,15 +166,16 @@ def test_filters_of_a_large_vocab_keep_the_reference_set(k, p):
   np.testing.assert_array_equal(np.isfinite(np.asarray(got)), _reference_keep(x, k, p))
 
 
-@pytest.mark.parametrize('k,p', [(0, 0.9), (50, 1.0), (50, 0.8)])
-def test_sample_tokens_draws_each_kept_id_by_its_probability(k, p):
+@pytest.mark.parametrize('k,p,t', [(0, 0.9, 1.0), (50, 1.0, 1.0), (50, 0.8, 1.0),
+                                   (50, 0.8, 1.7), (0, 0.9, 0.5)])
+def test_sample_tokens_draws_each_kept_id_by_its_probability(k, p, t):
   x = _peaked_and_flat_rows()[[0, 1]]  # peaked rows: the draw among the best chunks' ids
-  kept = _reference_keep(x, k, p)
+  kept = _reference_keep(x / t, k, p)
   n = 20_000
   uniforms = jnp.asarray(np.stack([np.arange(n) / n] * 2, 1).astype(np.float32))
   tokens = np.asarray(jax.jit(jax.vmap(lambda u: sampler.sample_tokens(
-      u, jnp.asarray(x), temperature=1.0, top_k=k, top_p=p, use_top_p=p < 1)))(uniforms))
-  probs = np.asarray(jax.nn.softmax(jnp.asarray(np.where(kept, x, -np.inf))))
+      u, jnp.asarray(x), temperature=t, top_k=k, top_p=p, use_top_p=p < 1)))(uniforms))
+  probs = np.asarray(jax.nn.softmax(jnp.asarray(np.where(kept, x / t, -np.inf))))
   for row in range(2):
     counts = np.bincount(tokens[:, row], minlength=x.shape[1])
     assert kept[row, tokens[:, row]].all()
