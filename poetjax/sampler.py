@@ -126,8 +126,10 @@ def _filtered(logits, pick, *, temperature, top_k, top_p, use_top_p):
     values, ids, least = _best_chunks(logits, top_k)  # the same k largest at any temperature
     kth = _kth_largest(values, top_k)
     top_k_of = lambda x: jnp.where(x >= kth[:, None], x / temperature, -jnp.inf)
-    # A logit tied with the k-th in a chunk left out is kept too, as by a top-k of the row.
-    return jax.lax.cond((least < kth).all(), lambda: pick(nucleus(top_k_of(values)), ids),
+    # A logit tied with the k-th in a chunk left out is kept too, as by a top-k of the row. A
+    # row with fewer than k finite logits (constraints) has them all in the chunks.
+    inside = (least < kth) | (kth == -jnp.inf)
+    return jax.lax.cond(inside.all(), lambda: pick(nucleus(top_k_of(values)), ids),
                         lambda: pick(nucleus(top_k_of(logits)), None))
   logits = logits / temperature
   if top_k:
