@@ -123,7 +123,8 @@ def _filtered(logits, pick, *, temperature, top_k, top_p, use_top_p):
   temperature = jnp.maximum(temperature, 1e-6)
   nucleus = lambda values: _nucleus(values, top_p) if use_top_p else values
   if top_k and top_k * TOP_K_CHUNK < logits.shape[-1]:
-    values, ids, least = _best_chunks(logits, top_k)  # the same k largest at any temperature
+    # Top-k compares the logits before the temperature: the same ids at any temperature.
+    values, ids, least = _best_chunks(logits, top_k)
     kth = _kth_largest(values, top_k)
     top_k_of = lambda x: jnp.where(x >= kth[:, None], x / temperature, -jnp.inf)
     # A logit tied with the k-th in a chunk left out is kept too, as by a top-k of the row. A
@@ -131,15 +132,14 @@ def _filtered(logits, pick, *, temperature, top_k, top_p, use_top_p):
     inside = (least < kth) | (kth == -jnp.inf)
     return jax.lax.cond(inside.all(), lambda: pick(nucleus(top_k_of(values)), ids),
                         lambda: pick(nucleus(top_k_of(logits)), None))
-  logits = logits / temperature
   if top_k:
     logits = jnp.where(logits >= _kth_largest(logits, top_k)[:, None], logits, -jnp.inf)
-  return pick(nucleus(logits), None)
+  return pick(nucleus(logits / temperature), None)
 
 
 def _best_chunks(logits, count, chunk=TOP_K_CHUNK):
   """The logits in the `count` + 1 chunks of ids with the largest maxima: (values [rows,
-  (count + 1) * chunk], their ids, the least of those maxima [rows]).
+  (count + 1) * chunk], their ids in increasing order, the least of those maxima [rows]).
 
   Chunk j holds ids j, j + w, j + 2w, ... (w = n / chunk, rounded up): a chunk's maximum is
   then an elementwise max over `chunk` contiguous slices. Every logit above the least maximum
@@ -152,6 +152,9 @@ def _best_chunks(logits, count, chunk=TOP_K_CHUNK):
   blocks = jnp.pad(logits, ((0, 0), (0, width * chunk - n)), constant_values=-jnp.inf)
   blocks = blocks.reshape(rows, chunk, width)
   maxima, best = jax.lax.top_k(blocks.max(1), count + 1)  # callers: count < width
+  # Chunks in id order put the values in id order: the draw then picks the same id for a
+  # uniform as over the whole row, whichever path the rest of the batch sends it down.
+  best = jnp.sort(best, axis=-1)
   values = jnp.take_along_axis(blocks, best[:, None, :], axis=2).reshape(rows, -1)
   ids = (best[:, None, :] + width * jnp.arange(chunk)[None, :, None]).reshape(rows, -1)
   return values, ids.astype(jnp.int32), maxima.min(-1)
