@@ -10,7 +10,9 @@ Part 1b, the same in bfloat16 on both sides: our `prepare(model, 'bfloat16')` (b
 cache, its default) against the Hugging Face model cast with `.to(torch.bfloat16)`. On a CPU
 with bfloat16 units both run faster than in float32 at batch 16.
 Part 2: our sampler at the char tokenizer's vocab, 七言绝句 with hard 平仄 and rhyme against
-unconstrained, batch 1 and 16: the cost of the constraints.
+unconstrained, batch 1 and 16: the cost of the constraints; and at batch 16 the cost of each
+sampling filter there (top-p alone bisects over the whole vocabulary; with top-k, top-p and the
+draw run over the best chunks of ids).
 Part 3, the ceilings: a decode loop of the same model's matmuls alone (each step the kernels in
 turn, nothing else, in the sampler's layout for that batch), interleaved with the rest, and at
 batch 1 the memory roofline: param bytes per token over the DRAM bandwidth measured here. No
@@ -40,6 +42,8 @@ from poetjax import templates
 from poetjax.data import tokenizer as tokenizer_lib
 
 D_MODEL, LAYERS, HEADS, VOCAB, PROMPT, NEW, TOP_K = 384, 6, 6, 8000, 8, 64, 50
+FILTERS = {'top-p 0.9': dict(top_k=0, top_p=0.9), 'top-k 50, top-p 0.9': dict(top_p=0.9),
+           'top-k 50': {}, 'temperature alone': dict(top_k=0)}
 
 
 def ours(vocab):
@@ -48,10 +52,10 @@ def ours(vocab):
   return model_lib.Transformer(config, rngs=nnx.Rngs(params=0, dropout=1))
 
 
-def run_ours(model, batch, constraint=None, prompt=None):
+def run_ours(model, batch, constraint=None, prompt=None, top_k=TOP_K, top_p=1.0):
   prompts = prompt or [list(range(1, PROMPT + 1))] * batch
-  out = sampler.generate(model, prompts, max_new_tokens=NEW, temperature=1.0, top_k=TOP_K,
-                         seed=0, constraint=constraint)
+  out = sampler.generate(model, prompts, max_new_tokens=NEW, temperature=1.0, top_k=top_k,
+                         top_p=top_p, seed=0, constraint=constraint)
   return int(out.lengths.sum())  # no stop ids: every row makes NEW tokens
 
 
@@ -170,6 +174,8 @@ def main(argv=None):
     peers[f'free b{batch}'] = lambda b=batch: run_ours(big, b, prompt=prompt * b)
     peers[f'form b{batch}'] = lambda b=batch, c=cons: run_ours(big, b, c, prompt * b)
     peers[f'matmuls b{batch}'] = matmuls_alone(model, batch)
+  for label, filters in FILTERS.items():
+    peers[f'filter {label}'] = lambda f=filters: run_ours(big, 16, prompt=prompt * 16, **f)
   for fn in peers.values():  # compile and warm up
     fn(), fn()
   rates = {}
@@ -202,6 +208,10 @@ def main(argv=None):
                    f'hf_bf16_b{batch}': round(hb), f'ratio_bf16_b{batch}': round(ob / hb, 2),
                    f'unconstrained_b{batch}': round(f), f'constrained_b{batch}': round(c),
                    f'constraint_cost_b{batch}': round(1 - c / f, 3)})
+  filters = {label: med[f'filter {label}'] for label in FILTERS}
+  print('Filters at batch 16, vocab {:,}, new tokens/s: {}.'.format(
+      big.config.vocab_size, ', '.join(f'{label} {rate:,.0f}' for label, rate in filters.items())))
+  result['filters_b16'] = {label: round(rate) for label, rate in filters.items()}
   print(f'Memory roofline at batch 1: {param_bytes / 1e6:.0f} MB of float32 params per token over '
         f'{bandwidth / 1e9:.1f} GB/s of DRAM bandwidth = {bandwidth / param_bytes:,.0f} tok/s '
         f'({bandwidth / param_bytes / med["hf b1"]:.1f}x HF).')
