@@ -122,19 +122,19 @@ def _filtered(logits, pick, *, temperature, top_k, top_p, use_top_p):
   """
   temperature = jnp.maximum(temperature, 1e-6)
   nucleus = lambda values: _nucleus(values, top_p) if use_top_p else values
-  if top_k and top_k * TOP_K_CHUNK < logits.shape[-1]:
-    # Top-k compares the logits before the temperature: the same ids at any temperature.
-    values, ids, least = _best_chunks(logits, top_k)
-    kth = _kth_largest(values, top_k)
-    top_k_of = lambda x: jnp.where(x >= kth[:, None], x / temperature, -jnp.inf)
-    # A logit tied with the k-th in a chunk left out is kept too, as by a top-k of the row. A
-    # row with fewer than k finite logits (constraints) has them all in the chunks.
-    inside = (least < kth) | (kth == -jnp.inf)
-    return jax.lax.cond(inside.all(), lambda: pick(nucleus(top_k_of(values)), ids),
-                        lambda: pick(nucleus(top_k_of(logits)), None))
-  if top_k:
-    logits = jnp.where(logits >= _kth_largest(logits, top_k)[:, None], logits, -jnp.inf)
-  return pick(nucleus(logits / temperature), None)
+  # Top-k compares the logits before the temperature: the same ids at any temperature.
+  kept = lambda x, kth: jnp.where(x >= kth[:, None], x / temperature, -jnp.inf)
+  if not top_k:
+    return pick(nucleus(logits / temperature), None)
+  if top_k * TOP_K_CHUNK >= logits.shape[-1]:  # a small vocabulary: the whole row
+    return pick(nucleus(kept(logits, _kth_largest(logits, top_k))), None)
+  values, ids, least = _best_chunks(logits, top_k)
+  kth = _kth_largest(values, top_k)
+  # A logit tied with the k-th in a chunk left out is kept too, as by a top-k of the row. A row
+  # with fewer than k finite logits (constraints) has them all in the chunks.
+  inside = (least < kth) | (kth == -jnp.inf)
+  return jax.lax.cond(inside.all(), lambda: pick(nucleus(kept(values, kth)), ids),
+                      lambda: pick(nucleus(kept(logits, kth)), None))
 
 
 def _best_chunks(logits, count, chunk=TOP_K_CHUNK):
@@ -390,7 +390,8 @@ def prepare(model, dtype=None):
 
 
 def unpack(model):
-  """(graphdef, state, config) of a model or of prepare's result."""
+  """(graphdef, state, config, one_row) of a model or of prepare's result (one_row: None
+  for a model not prepared)."""
   if isinstance(model, Prepared):
     return model
   graphdef, state = nnx.split(model)
