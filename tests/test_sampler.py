@@ -339,6 +339,18 @@ def test_bfloat16_projections_take_bfloat16_and_sum_in_float32(net):
     assert 'bf16' in lhs and 'bf16' in rhs and result.endswith('xf32>'), (lhs, rhs, result)
 
 
+def test_cpu_decoding_gives_bfloat16_matmuls_to_ynnpack_and_float32_ones_to_eigen(net):
+  # With bfloat16 params the Eigen path writes float32 copies of every weight, every step.
+  for dtype in ('bfloat16', 'float32'):
+    state = sampler.prepare(net, dtype).state
+    options = sampler.cpu_compiler_options(state)
+    kernel = state['blocks'][0]['mlp']['down']['kernel'][...]
+    product = lambda x, w: jnp.dot(x, w, preferred_element_type=jnp.float32)
+    rows = jnp.ones((16, kernel.shape[0]), dtype)
+    hlo = jax.jit(product).lower(rows, kernel).compile(compiler_options=options).as_text()
+    assert ('"__ynn_fusion"' in hlo) == (dtype == 'bfloat16'), (dtype, options)
+
+
 def test_a_prefill_computes_the_last_positions_logits_only(net):
   tokens = jnp.asarray([[1, 5, 9, 11], [1, 7, 3, 2]])
   run = lambda **kw: net.extend(tokens, jnp.broadcast_to(jnp.arange(4), (2, 4)),
