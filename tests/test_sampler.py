@@ -282,8 +282,12 @@ def test_one_row_decodes_with_its_kernels_rows_first_and_samples_the_same(net):
   prepared = sampler.prepare(net)
   view = nnx.merge(*prepared.one_row())
   assert prepared.one_row() is prepared.one_row()  # built once
-  swapped = [m for _, m in nnx.iter_modules(view) if isinstance(m, model_lib.RowsFirst)]
-  assert len(swapped) == 4 * net.config.num_layers + 1  # qkv, o, gate_up, down; the head
+  swapped = lambda m: [m for _, m in nnx.iter_modules(m) if isinstance(m, model_lib.RowsFirst)]
+  assert len(swapped(view)) == 4 * net.config.num_layers + 1  # qkv, o, gate_up, down; the head
+  # The prompt's several tokens go through the plain kernels, the loop's one through RowsFirst.
+  prompt_model, loop_model = sampler._models(*sampler._inputs(
+      prepared, PROMPTS[:1], 0, (), (), (), (), rows=1)[:2])
+  assert not swapped(prompt_model) and len(swapped(loop_model)) == len(swapped(view))
   e = net.config.d_model
   np.testing.assert_array_equal(view.blocks[0].mlp.gate_up.table[...],
                                 net.blocks[0].mlp.gate_up.kernel[...].reshape(e, -1).T)
