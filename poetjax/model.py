@@ -142,7 +142,15 @@ class RowsFirst(nnx.Module):
     x = x.reshape(x.shape[0], -1)
     if self.dtype is not None:
       x = x.astype(self.dtype)
-    y = jnp.dot(x, self.table[...].T, preferred_element_type=self.preferred_element_type)
+    table = self.table[...]
+    if table.dtype != jnp.float32:
+      # A CPU multiplies a narrower table in float32. Left alone, XLA hoists that convert of
+      # the loop-invariant table out of the decode loop: every call wrote float32 copies of
+      # all the weights and every step read them. Tied to x, the convert stays in the loop,
+      # fused into the product, which reads the table as it lies: 1.58x the new tokens/s in
+      # bfloat16 at batch 1.
+      table, x = jax.lax.optimization_barrier((table, x))
+    y = jnp.dot(x, table.T, preferred_element_type=self.preferred_element_type)
     return y.reshape(-1, *self.out_shape)
 
 

@@ -317,6 +317,25 @@ def test_a_decode_loop_updates_the_cache_in_place(net):
   assert bodies and not copies, copies[:2]
 
 
+def test_a_bfloat16_one_row_decode_loop_reads_its_tables_in_bfloat16(net):
+  # XLA hoisted the float32 convert of each table out of the loop: float32 copies of all the
+  # weights per call, read by every step.
+  graphdef, state = sampler.prepare(net, 'bfloat16').one_row()
+
+  def loop(state, token):
+    model = nnx.merge(graphdef, state)
+    body = lambda i, cache: model.extend(token, i[None, None], jnp.ones((1, 1, 16), bool),
+                                         cache, i)[1]
+    return jax.lax.fori_loop(0, 16, body, model.init_cache(1, 16))
+
+  options = sampler.cpu_compiler_options(state)
+  text = jax.jit(loop).lower(state, jnp.ones((1, 1), jnp.int32)).compile(options).as_text()
+  entry = re.search(r'\nENTRY .*?\n}', text, re.S)[0]
+  tables = {'f32[' + ','.join(map(str, x.shape)) + ']' for path, x in nnx.to_flat_state(state)
+            if 'table' in path}
+  assert len(tables) >= 3 and not [t for t in tables if t in entry], tables
+
+
 def test_bfloat16_sampling_runs_and_mostly_agrees(net):
   f32 = sampler.generate(net, PROMPTS, max_new_tokens=6, temperature=0, pad_id=0)
   bf16 = sampler.generate(sampler.prepare(net, 'bfloat16'), PROMPTS, max_new_tokens=6,
