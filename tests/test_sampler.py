@@ -296,6 +296,11 @@ def test_one_row_decodes_with_its_kernels_rows_first_and_samples_the_same(net):
     a, b = sampler.generate(net, [prompt], **kw), sampler.generate(prepared, [prompt], **kw)
     np.testing.assert_array_equal(a.tokens, b.tokens)
     np.testing.assert_allclose(a.logprobs, b.logprobs, rtol=1e-5)
+    # A beam of one is one row too.
+    beam = lambda m: sampler.beam_search(m, [prompt], num_beams=1, max_new_tokens=10)
+    a, b = beam(net), beam(prepared)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    np.testing.assert_allclose(a.logprobs, b.logprobs, rtol=1e-5)
 
 
 def test_a_decode_loop_updates_the_cache_in_place(net):
