@@ -372,7 +372,8 @@ def _rows_first(graphdef, state):
   """The model with its projections as RowsFirst (Transformer.rows_first): a CPU decodes one
   row 1.13x (Zen 3) and 1.28x to 1.49x (Zen 4) faster with them (A/B at the bench.sample
   shape, the same tokens); its products run 4x slower at two rows or more, so batches and the
-  prompt's tokens keep the plain kernels. Built on first use: it is a transposed copy of the projections."""
+  prompt's tokens keep the plain kernels. Built on first use: it is a transposed copy of the
+  projections."""
   view = nnx.merge(graphdef, state)
   view.rows_first()
   return nnx.split(view)
@@ -384,8 +385,8 @@ def prepare(model, dtype=None):
   the embedding (Transformer.untie_head), and q and kv become one matmul (fuse_qkv). dtype
   (e.g. 'bfloat16'): the model rebuilt to compute and keep its params in that dtype, halving
   the bytes a decode step reads. On a CPU, a prompt decoded alone runs its decode loop with the
-  projections' kernels stored transposed (_rows_first). Pass the result wherever a model is taken. The
-  model itself is left as it was.
+  projections' kernels stored transposed (_rows_first). Pass the result wherever a model is
+  taken. The model itself is left as it was.
   """
   config = model.config
   view = nnx.merge(*nnx.split(model))  # new modules over the same arrays
