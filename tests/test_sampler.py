@@ -303,18 +303,24 @@ def test_one_row_decodes_with_its_kernels_rows_first_and_samples_the_same(net):
     np.testing.assert_allclose(a.logprobs, b.logprobs, rtol=1e-5)
 
 
-def test_a_decode_loop_updates_the_cache_in_place(net):
-  # One row: a cache reshaped for attention made XLA copy every layer's cache 4 times a step.
+def _one_row_decode_loop_hlo(graphdef, state, options=None):
+  """The compiled HLO of 16 one-row decode steps of the model, as text."""
   def loop(state, token):
     model = nnx.merge(graphdef, state)
     body = lambda i, cache: model.extend(token, i[None, None], jnp.ones((1, 1, 16), bool),
                                          cache, i)[1]
     return jax.lax.fori_loop(0, 16, body, model.init_cache(1, 16))
+  return jax.jit(loop).lower(state, jnp.ones((1, 1), jnp.int32)).compile(options).as_text()
 
-  graphdef, state = nnx.split(net)
-  cache_shape = net.init_cache(1, 16)[0][0].shape
-  text = jax.jit(loop).lower(state, jnp.ones((1, 1), jnp.int32)).compile().as_text()
-  shape = 'f32[' + ','.join(map(str, cache_shape)) + ']'
+
+def _f32(shape):
+  return 'f32[' + ','.join(map(str, shape)) + ']'
+
+
+def test_a_decode_loop_updates_the_cache_in_place(net):
+  # One row: a cache reshaped for attention made XLA copy every layer's cache 4 times a step.
+  text = _one_row_decode_loop_hlo(*nnx.split(net))
+  shape = _f32(net.init_cache(1, 16)[0][0].shape)
   bodies = re.findall(r' while\(.*body=%([\w.\-]+)', text)
   copies = [line for body in bodies
             for line in re.search(r'\n%' + re.escape(body) + r' .*?\n}', text, re.S)[0].splitlines()
@@ -326,18 +332,9 @@ def test_a_bfloat16_one_row_decode_loop_reads_its_tables_in_bfloat16(net):
   # XLA hoisted the float32 convert of each table out of the loop: float32 copies of all the
   # weights per call, read by every step.
   graphdef, state = sampler.prepare(net, 'bfloat16').one_row()
-
-  def loop(state, token):
-    model = nnx.merge(graphdef, state)
-    body = lambda i, cache: model.extend(token, i[None, None], jnp.ones((1, 1, 16), bool),
-                                         cache, i)[1]
-    return jax.lax.fori_loop(0, 16, body, model.init_cache(1, 16))
-
-  options = sampler.cpu_compiler_options(state)
-  text = jax.jit(loop).lower(state, jnp.ones((1, 1), jnp.int32)).compile(options).as_text()
+  text = _one_row_decode_loop_hlo(graphdef, state, sampler.cpu_compiler_options(state))
   entry = re.search(r'\nENTRY .*?\n}', text, re.S)[0]
-  tables = {'f32[' + ','.join(map(str, x.shape)) + ']' for path, x in nnx.to_flat_state(state)
-            if 'table' in path}
+  tables = {_f32(x.shape) for path, x in nnx.to_flat_state(state) if 'table' in path}
   assert len(tables) >= 3 and not [t for t in tables if t in entry], tables
 
 
